@@ -1,0 +1,120 @@
+"""The ``specray`` command: parses arguments and calls specray functions, nothing more."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+log = logging.getLogger("specray")
+
+# Errors a user can fix; anything else is a bug and keeps its traceback.
+USER_ERRORS: tuple[type[Exception], ...] = (ValueError, OSError, KeyError)
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    from specray.data.ingest import Preprocessing, ingest
+
+    report = ingest(
+        args.input,
+        args.out,
+        grid=args.grid,
+        labels=args.labels,
+        fmt=args.format,
+        preprocessing=Preprocessing(args.min_median, args.min_coverage),
+    )
+    print(report.summary())
+    return 0
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from specray.data.synth_store import synthesize
+
+    summary = synthesize(
+        args.out,
+        n_stars=args.stars,
+        mean_epochs=args.epochs,
+        grid=args.grid,
+        fmt=args.format,
+        seed=args.seed,
+    )
+    print(summary)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from specray.pipeline import demo
+
+    print(demo(args.out, stars=args.stars, seed=args.seed))
+    return 0
+
+
+def _add_demo(commands) -> None:
+    parser = commands.add_parser("demo", help="the whole pipeline on the synthetic survey")
+    parser.add_argument("--out", default="specray-demo", help="folder or s3:// prefix")
+    parser.add_argument("--stars", type=int, default=300)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.set_defaults(run=_demo)
+
+
+def _add_ingest(commands) -> None:
+    parser = commands.add_parser("ingest", help="FITS files -> Parquet shards (Ray Data)")
+    parser.add_argument("input", help="folder or s3:// prefix holding FITS files")
+    parser.add_argument("--out", required=True, help="store folder or s3:// prefix")
+    parser.add_argument("--grid", default="demo", help="harps, demo or linear:START:STOP:STEP[:R]")
+    parser.add_argument("--labels", help="CSV or Parquet table joined by id (or object)")
+    parser.add_argument("--format", default="auto", choices=["auto", "adp", "s1d", "linear"])
+    parser.add_argument("--min-median", type=float, default=50.0, help="degenerate below (ADU)")
+    parser.add_argument(
+        "--min-coverage", type=float, default=0.5, help="fraction of the grid a spectrum covers"
+    )
+    parser.set_defaults(run=_ingest)
+
+
+def _add_synth(commands) -> None:
+    parser = commands.add_parser("synth", help="generate the synthetic survey (ground truth)")
+    parser.add_argument("--out", required=True, help="folder or s3:// prefix")
+    parser.add_argument("--stars", type=int, default=300)
+    parser.add_argument("--epochs", type=float, default=4.0, help="mean epochs per star")
+    parser.add_argument("--grid", default="demo")
+    parser.add_argument(
+        "--format",
+        default="parquet",
+        choices=["parquet", "fits"],
+        help="parquet: a ready store; fits: ADP files plus labels.csv, for `specray ingest`",
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.set_defaults(run=_synth)
+
+
+COMMANDS: list[Callable] = [_add_demo, _add_synth, _add_ingest]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="specray",
+        description="Learn what survey spectra have in common, and which learned factors are physics.",
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    commands = parser.add_subparsers(dest="command", required=True)
+    for add in COMMANDS:
+        add(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return args.run(args)
+    except USER_ERRORS as exc:
+        print(f"specray {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

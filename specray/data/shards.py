@@ -1,0 +1,135 @@
+"""The Ray Data write stage shared by ingest and the synthetic survey: rows to shards.
+
+Upstream stages emit Arrow tables in the store schema plus three bookkeeping columns:
+``error`` (null for a good row, else the reason to quarantine it), ``size`` and
+``version`` (the input file's size in bytes and mtime/ETag, for the manifest). The sink
+writes the good rows to shards of about ``target_bytes`` each, atomically, and returns
+the manifest and quarantine records; the driver commits them (see specray.data.store).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from ray.data.block import BlockAccessor
+from ray.data.datasource import Datasink
+
+from specray import storage
+from specray.data.store import SHARDS_DIR, now
+
+log = logging.getLogger(__name__)
+
+BOOKKEEPING = pa.schema(
+    [
+        pa.field("error", pa.string()),
+        pa.field("size", pa.int64()),
+        pa.field("version", pa.string()),
+    ]
+)
+DEFAULT_SHARD_BYTES = 128 * 2**20
+ROW_GROUP_BYTES = 32 * 2**20
+
+
+def staged_schema(store_schema: pa.Schema) -> pa.Schema:
+    """The schema of rows between the prepare stage and the sink."""
+    return pa.schema(list(store_schema) + list(BOOKKEEPING), metadata=store_schema.metadata)
+
+
+def error_row_columns(source: str, identifier: str, reason: str) -> dict:
+    """Bookkeeping for a rejected input (its tensors are left as zeros)."""
+    return {"id": identifier, "object": "", "source": source, "error": reason}
+
+
+@dataclass
+class SinkResult:
+    """What the write tasks produced, gathered on the driver."""
+
+    manifest: list[dict] = field(default_factory=list)
+    quarantine: list[dict] = field(default_factory=list)
+    shards: list[str] = field(default_factory=list)
+
+
+def _records(table: pa.Table, shard: str | None) -> list[dict]:
+    columns = table.select(["source", "id", "size", "version", "error"]).to_pylist()
+    stamp = now()
+    if shard is None:
+        return [
+            {"source": c["source"], "id": c["id"], "reason": c["error"], "at": stamp}
+            for c in columns
+        ]
+    return [
+        {
+            "source": c["source"],
+            "size": c["size"],
+            "version": c["version"],
+            "id": c["id"],
+            "status": "ingested",
+            "shard": shard,
+            "at": stamp,
+        }
+        for c in columns
+    ]
+
+
+class ShardSink(Datasink):
+    """Writes good rows to ``<store>/shards/part-<run>-<n>.parquet``; collects the rest."""
+
+    def __init__(self, store_uri: str, store_schema: pa.Schema, target_bytes: int):
+        self.store_uri = store_uri
+        self.store_schema = store_schema
+        self.target_bytes = target_bytes
+        self.run_id = uuid.uuid4().hex[:12]
+        self.result = SinkResult()
+
+    @property
+    def min_bytes_per_write(self) -> int:
+        return self.target_bytes
+
+    def write(self, blocks: Iterable, ctx) -> SinkResult:
+        result = SinkResult()
+        pending: list[pa.Table] = []
+        for block in blocks:
+            table = BlockAccessor.for_block(block).to_arrow()
+            bad = table.filter(pc.is_valid(table["error"]))
+            result.quarantine += _records(bad, None)
+            good = table.filter(pc.is_null(table["error"]))
+            if good.num_rows:
+                pending.append(good)
+            if sum(t.nbytes for t in pending) >= self.target_bytes:
+                self._flush(pending, ctx.task_idx, result)
+                pending = []
+        if pending:
+            self._flush(pending, ctx.task_idx, result)
+        return result
+
+    def _flush(self, tables: list[pa.Table], task_idx: int, result: SinkResult) -> None:
+        table = pa.concat_tables(tables)
+        name = f"part-{self.run_id}-{task_idx:05d}-{len(result.shards):03d}.parquet"
+        rows = table.select(self.store_schema.names).cast(self.store_schema)
+        bytes_per_row = max(1, rows.nbytes // max(1, rows.num_rows))
+        buffer = io.BytesIO()
+        pq.write_table(
+            rows,
+            buffer,
+            row_group_size=max(1, ROW_GROUP_BYTES // bytes_per_row),
+            compression="zstd",
+        )
+        storage.atomic_write_bytes(
+            storage.join(self.store_uri, SHARDS_DIR, name), buffer.getvalue()
+        )
+        result.shards.append(name)
+        result.manifest += _records(table, name)
+        log.info("wrote shard %s (%d spectra, %.1f MB)", name, rows.num_rows, buffer.tell() / 1e6)
+
+    def on_write_complete(self, write_result) -> None:
+        for part in write_result.write_returns:
+            self.result.manifest += part.manifest
+            self.result.quarantine += part.quarantine
+            self.result.shards += part.shards

@@ -1,0 +1,152 @@
+"""A spectrum store: Parquet shards plus the records that say what is in them.
+
+Layout of ``<store>``::
+
+    store.json          grid, extra label columns, schema version (written once)
+    shards/*.parquet    the spectra (columns in specray.schema)
+    manifest.jsonl      one line per input: source URI, size, version (mtime or ETag),
+                        id, status ("ingested" with its shard, or "quarantined")
+    quarantine.jsonl    one line per rejected input, with the reason
+
+The manifest is the source of truth: a shard is part of the store only once the manifest
+lists it. A run that dies after writing shards but before committing the manifest leaves
+orphan shards, which the next run removes before it starts (so nothing is counted twice).
+Manifest and quarantine are rewritten whole and atomically at the end of each run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import pyarrow as pa
+
+from specray import schema, storage
+from specray.spectra.grid import Grid
+
+log = logging.getLogger(__name__)
+
+STORE_FILE = "store.json"
+MANIFEST_FILE = "manifest.jsonl"
+QUARANTINE_FILE = "quarantine.jsonl"
+SHARDS_DIR = "shards"
+
+
+class StoreError(ValueError):
+    """A store that cannot be used as asked: the message names the store and the problem."""
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _read_jsonl(uri: str) -> list[dict]:
+    if not storage.exists(uri):
+        return []
+    return [json.loads(line) for line in storage.read_text(uri).splitlines() if line.strip()]
+
+
+def _write_jsonl(uri: str, records: list[dict]) -> None:
+    storage.atomic_write_text(uri, "".join(json.dumps(record) + "\n" for record in records))
+
+
+@dataclass
+class Store:
+    """An opened store: its grid, label columns and records."""
+
+    uri: str
+    grid: Grid
+    extra_labels: tuple[str, ...] = ()
+    manifest: list[dict] = field(default_factory=list)
+    quarantine: list[dict] = field(default_factory=list)
+
+    @property
+    def schema(self) -> pa.Schema:
+        return schema.store_schema(self.grid, self.extra_labels)
+
+    def path(self, *parts: str) -> str:
+        return storage.join(self.uri, *parts)
+
+    def shard_uris(self) -> list[str]:
+        """URIs of the committed shards, in the order they were written."""
+        names = dict.fromkeys(
+            entry["shard"] for entry in self.manifest if entry.get("status") == "ingested"
+        )
+        return [self.path(SHARDS_DIR, name) for name in names]
+
+    def ingested_ids(self) -> set[str]:
+        return {entry["id"] for entry in self.manifest if entry.get("status") == "ingested"}
+
+    def n_spectra(self) -> int:
+        return sum(1 for entry in self.manifest if entry.get("status") == "ingested")
+
+    def known_sources(self) -> dict[str, dict]:
+        """The latest manifest entry of every source URI."""
+        return {entry["source"]: entry for entry in self.manifest}
+
+    def remove_orphan_shards(self) -> list[str]:
+        """Delete shards that no manifest entry lists (left by a run that died)."""
+        fs, path = storage.filesystem(self.path(SHARDS_DIR))
+        if not fs.exists(path):
+            return []
+        committed = set(self.shard_uris())
+        orphans = [
+            storage.to_uri(fs, name)
+            for name in fs.ls(path, detail=False)
+            if name.endswith(".parquet") and storage.to_uri(fs, name) not in committed
+        ]
+        for orphan in orphans:
+            log.warning("removing orphan shard %s (its run never committed)", orphan)
+            storage.remove(orphan)
+        return orphans
+
+    def commit(self, new_manifest: list[dict], new_quarantine: list[dict]) -> None:
+        """Append records and rewrite the manifest and quarantine atomically."""
+        self.manifest.extend(new_manifest)
+        self.quarantine.extend(new_quarantine)
+        _write_jsonl(self.path(QUARANTINE_FILE), self.quarantine)
+        _write_jsonl(self.path(MANIFEST_FILE), self.manifest)
+
+
+def open_store(uri: str) -> Store:
+    """Open an existing store; StoreError if there is none at ``uri``."""
+    descriptor_uri = storage.join(uri, STORE_FILE)
+    if not storage.exists(descriptor_uri):
+        raise StoreError(f"{uri}: not a specray store (no {STORE_FILE}); run `specray ingest`")
+    descriptor = json.loads(storage.read_text(descriptor_uri))
+    return Store(
+        uri=uri,
+        grid=Grid.from_json(json.dumps(descriptor["grid"])),
+        extra_labels=tuple(descriptor.get("extra_labels", ())),
+        manifest=_read_jsonl(storage.join(uri, MANIFEST_FILE)),
+        quarantine=_read_jsonl(storage.join(uri, QUARANTINE_FILE)),
+    )
+
+
+def open_or_create_store(uri: str, grid: Grid, extra_labels: tuple[str, ...] = ()) -> Store:
+    """Open the store at ``uri``, or create it for ``grid``; the grid must match."""
+    if storage.exists(storage.join(uri, STORE_FILE)):
+        store = open_store(uri)
+        if store.grid != grid:
+            raise StoreError(
+                f"{uri}: the store is on grid {store.grid.name} ({store.grid.length} pixels), "
+                f"not {grid.name} ({grid.length} pixels); use a new store for another grid"
+            )
+        unknown = set(extra_labels) - set(store.extra_labels)
+        if unknown:
+            raise StoreError(
+                f"{uri}: label columns {sorted(unknown)} are not in this store "
+                f"(it has {list(store.extra_labels) or 'no extra labels'}); "
+                "use a new store to add label columns"
+            )
+        return store
+    descriptor = {
+        "schema_version": schema.SCHEMA_VERSION,
+        "grid": json.loads(grid.to_json()),
+        "extra_labels": list(extra_labels),
+        "created": now(),
+    }
+    storage.atomic_write_text(storage.join(uri, STORE_FILE), json.dumps(descriptor, indent=2))
+    return Store(uri=uri, grid=grid, extra_labels=tuple(extra_labels))

@@ -1,0 +1,124 @@
+"""Grids and preprocessing against the published numbers and analytic cases."""
+
+import numpy as np
+import pytest
+
+from specray.spectra.grid import DegenerateSpectrum, Grid, named_grid, prepare, resample
+
+
+def test_harps_grid_is_the_published_grid():
+    grid = named_grid("harps")
+    assert grid.n_native == 312_501
+    assert grid.length == 327_680 == 20 * 2**14
+    assert (grid.pad_left, grid.pad_right) == (7_589, 7_590)
+    assert grid.wavelength[grid.pad_left] == pytest.approx(3785.0)
+    assert grid.wavelength[grid.pad_left + grid.n_native - 1] == pytest.approx(6910.0)
+    masked = np.flatnonzero(grid.mask == 0)
+    inner = masked[(masked >= grid.pad_left) & (masked < grid.pad_left + grid.n_native)]
+    # method.md section 2: the CCD gap is padded indices 159453-162893.
+    assert (inner.min(), inner.max(), inner.size) == (159_453, 162_893, 162_893 - 159_453 + 1)
+    assert grid.mask[: grid.pad_left].sum() == 0 and grid.mask[-grid.pad_right :].sum() == 0
+
+
+def test_demo_and_linear_grids():
+    demo = named_grid("demo")
+    assert demo.length == 16_384 and demo.n_native == 16_251 and demo.length % 2**10 == 0
+    linear = named_grid("linear:4000:5000:0.5")
+    assert linear.n_native == 2001 and linear.length == 2048
+    assert linear.resolving_power == pytest.approx(4500 / 1.25)
+    assert named_grid("linear:4000:5000:0.5:30000", pad_multiple=4096).length == 4096
+    assert named_grid("linear:4000:5000:0.5:30000").resolving_power == 30000
+
+
+@pytest.mark.parametrize("spec", ["nope", "linear:1:2", "linear:a:b:c", "linear:5:4:1"])
+def test_bad_grid_names_raise(spec):
+    with pytest.raises(ValueError, match="grid"):
+        named_grid(spec)
+
+
+def test_pad_multiple_must_be_power_of_two():
+    with pytest.raises(ValueError, match="power of two"):
+        named_grid("demo", pad_multiple=1000)
+
+
+def test_grid_json_roundtrip():
+    grid = named_grid("harps")
+    assert Grid.from_json(grid.to_json()) == grid
+
+
+def test_resample_on_grid_copies_exactly_and_marks_uncovered_pixels():
+    grid = named_grid("linear:5000:5010:0.01")
+    wave = grid.native_wavelength[100:500]
+    flux = np.random.default_rng(0).normal(size=400)
+    out = resample(wave, flux, grid)
+    np.testing.assert_array_equal(out[100:500], flux)
+    assert np.isnan(out[:100]).all() and np.isnan(out[500:]).all()
+
+
+def test_resample_interpolates_linear_functions_exactly():
+    grid = named_grid("linear:5000:5010:0.01")
+    wave = np.linspace(4990, 5020, 2000)  # finer-ish, not aligned
+    out = resample(wave, 3.0 + 0.5 * wave, grid)
+    np.testing.assert_allclose(out, 3.0 + 0.5 * grid.native_wavelength, rtol=1e-12)
+
+
+def test_resample_to_a_coarser_grid_averages_each_pixel():
+    grid = named_grid("linear:5000:5010:0.1")
+    wave = np.arange(4990, 5020, 0.01)
+    flux = np.sin(2 * np.pi * wave / 0.1)  # one period per grid pixel: averages to ~0
+    out = resample(wave, flux, grid)
+    assert np.abs(out).max() < 1e-6
+    slope = resample(wave, 2.0 * wave, grid)
+    np.testing.assert_allclose(slope, 2.0 * grid.native_wavelength, rtol=1e-9)
+
+
+def test_non_finite_input_pixels_become_nan_not_zero():
+    grid = named_grid("linear:5000:5010:0.01")
+    wave = np.linspace(4999, 5011, 3000)
+    flux = np.ones_like(wave)
+    flux[1500] = np.nan
+    out = resample(wave, flux, grid)
+    bad = np.flatnonzero(np.isnan(out))
+    assert 0 < bad.size <= 3
+    assert abs(grid.native_wavelength[bad[0]] - wave[1500]) < 0.01
+
+
+def test_prepare_normalises_by_the_masked_median():
+    grid = named_grid("linear:5000:5100:0.1")
+    flux = np.full(grid.n_native, 200.0)
+    flux[:10] = 1e6  # a few hot pixels do not move the median
+    flux[20:30] = np.nan
+    prepared = prepare(grid.native_wavelength, flux, grid)
+    assert prepared.median == 200.0
+    mask = prepared.mask.astype(bool)
+    assert mask.sum() == grid.n_native - 10
+    np.testing.assert_allclose(prepared.flux[mask][10:], 1.0)
+    assert (prepared.flux[~mask] == 0).all()
+    assert prepared.flux.dtype == np.float32 and prepared.flux.size == grid.length
+
+
+@pytest.mark.parametrize(
+    ("level", "reason"), [(30.0, "median flux 30 <= 50"), (-5.0, "median flux -5 <= 50")]
+)
+def test_low_flux_is_degenerate(level, reason):
+    grid = named_grid("linear:5000:5100:0.1")
+    with pytest.raises(DegenerateSpectrum, match=reason):
+        prepare(grid.native_wavelength, np.full(grid.n_native, level), grid)
+
+
+def test_negative_mean_is_degenerate_even_with_a_high_median():
+    grid = named_grid("linear:5000:5100:0.1")
+    flux = np.full(grid.n_native, 100.0)
+    flux[: grid.n_native // 3] = -1e5
+    with pytest.raises(DegenerateSpectrum, match="mean flux .* <= 0"):
+        prepare(grid.native_wavelength, flux, grid)
+
+
+def test_all_nan_and_off_grid_spectra_are_degenerate():
+    grid = named_grid("linear:5000:5100:0.1")
+    with pytest.raises(DegenerateSpectrum, match="no finite flux"):
+        prepare(grid.native_wavelength, np.full(grid.n_native, np.nan), grid)
+    with pytest.raises(DegenerateSpectrum, match="no finite flux"):
+        prepare(np.linspace(7000, 7100, 500), np.full(500, 100.0), grid)
+    with pytest.raises(DegenerateSpectrum, match=r"covers only 19\.9% of grid"):
+        prepare(np.linspace(5000, 5020, 500), np.full(500, 100.0), grid)
