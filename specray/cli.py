@@ -58,6 +58,37 @@ def _add_demo(commands) -> None:
     parser.set_defaults(run=_demo)
 
 
+def _config(args: argparse.Namespace, defaults: list[str] | None = None):
+    from specray.config import load_config
+
+    return load_config(args.config, (defaults or []) + (args.set or []))
+
+
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML or JSON settings file (see specray/config.py)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override one setting, e.g. --set train.epochs=3 (repeatable)",
+    )
+
+
+def _train(args: argparse.Namespace) -> int:
+    from specray.train.trainer import train
+
+    print(train(args.data, args.out, _config(args)).summary())
+    return 0
+
+
+def _add_train(commands) -> None:
+    parser = commands.add_parser("train", help="train the beta-VAE on a store (Ray Train)")
+    parser.add_argument("--data", required=True, help="store folder or s3:// prefix")
+    parser.add_argument("--out", required=True, help="run folder or s3:// prefix (resumes)")
+    _add_config_options(parser)
+    parser.set_defaults(run=_train)
+
+
 def _add_ingest(commands) -> None:
     parser = commands.add_parser("ingest", help="FITS files -> Parquet shards (Ray Data)")
     parser.add_argument("input", help="folder or s3:// prefix holding FITS files")
@@ -88,7 +119,7 @@ def _add_synth(commands) -> None:
     parser.set_defaults(run=_synth)
 
 
-COMMANDS: list[Callable] = [_add_demo, _add_synth, _add_ingest]
+COMMANDS: list[Callable] = [_add_demo, _add_synth, _add_ingest, _add_train]
 
 
 def build_parser() -> argparse.ArgumentParser:

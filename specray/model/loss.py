@@ -87,19 +87,26 @@ def vae_loss(
     logvar: Tensor,
     kl_weight: float | Tensor,
     normalisation: str = "mean",
+    sample_weights: Tensor | None = None,
 ) -> LossTerms:
     """Masked-L1 + weighted KL loss; see the module docstring for ``normalisation``.
 
     ``recon``/``target`` are (B, ...) (e.g. (B, 1, L)); ``mask`` (0/1 or bool) broadcasts to
     them; ``mu``/``logvar`` are (B, D). Masked pixels contribute nothing but still count in
-    the "mean" denominator, as published.
+    the "mean" denominator, as published. ``sample_weights`` (B,), if given, scales each
+    spectrum's terms (mean 1 over the data set keeps the scale): weighting by
+    1 / (spectra of the same object) is the streaming equivalent of the published sampler.
     """
     if normalisation not in NORMALISATIONS:
         raise ValueError(f"normalisation must be one of {NORMALISATIONS}, got {normalisation!r}")
     _check_shapes(recon, target, mask, mu, logvar)
     batch = recon.shape[0]
-    l1_sum = ((recon - target).abs() * mask.to(recon.dtype)).sum()
-    kl_sum = _kl_elements(mu, logvar).sum()
+    l1 = ((recon - target).abs() * mask.to(recon.dtype)).reshape(batch, -1).sum(dim=1)
+    kl_each = _kl_elements(mu, logvar).sum(dim=1)
+    if sample_weights is not None:
+        weights = sample_weights.to(l1.dtype).reshape(batch)
+        l1, kl_each = l1 * weights, kl_each * weights
+    l1_sum, kl_sum = l1.sum(), kl_each.sum()
     if normalisation == "mean":
         rec, kl = l1_sum / recon.numel(), kl_sum / mu.numel()
     else:

@@ -111,3 +111,22 @@ def test_kl_weight_custom_and_degenerate():
     assert kl_weight(10, warmup_start=10, warmup_end=10, beta=2.0) == 2.0
     with pytest.raises(ValueError, match="warmup_end"):
         kl_weight(0, warmup_start=10, warmup_end=5)
+
+
+def test_sample_weights_scale_each_spectrum():
+    """Weights (2, 0) count the first spectrum twice and ignore the second."""
+    torch.manual_seed(0)
+    recon, target = torch.randn(2, 1, 8), torch.randn(2, 1, 8)
+    mask = torch.ones(2, 1, 8)
+    mu, logvar = torch.randn(2, 3), torch.randn(2, 3)
+    weighted = vae_loss(
+        recon, target, mask, mu, logvar, 0.5, sample_weights=torch.tensor([2.0, 0.0])
+    )
+    first = vae_loss(recon[:1], target[:1], mask[:1], mu[:1], logvar[:1], 0.5)
+    # mean normalisation divides by B*L = 16 (weighted) versus 8 (one spectrum): same value.
+    torch.testing.assert_close(weighted.recon, first.recon)
+    torch.testing.assert_close(weighted.kl, first.kl)
+    unweighted = vae_loss(recon, target, mask, mu, logvar, 0.5, sample_weights=torch.ones(2))
+    torch.testing.assert_close(
+        unweighted.total, vae_loss(recon, target, mask, mu, logvar, 0.5).total
+    )

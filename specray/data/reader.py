@@ -1,0 +1,109 @@
+"""Reading a store with Ray Data: the committed shards, split by object, with balancing weights.
+
+Validation split: a star is in validation when a stable hash of its object name falls
+below ``val_fraction``, so no star is on both sides and the split is the same in every
+process and on every run (Python's ``hash`` is salted per process; CRC-32 is not).
+
+Balancing: the published training sampled each spectrum with probability proportional
+to 1 / (spectra of its object) (method.md section 2). A sampler needs random access; the
+streaming equivalent is to weight each spectrum's loss by ``N / (K * n_object)`` (N
+spectra, K objects), which has the same expectation as that sampler, keeps every spectrum
+in every epoch, and averages to 1 over the data set so the loss scale is unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zlib
+from collections import Counter
+
+import numpy as np
+import pyarrow.parquet as pq
+import ray
+
+from specray import storage
+from specray.data.store import Store, StoreError, open_store
+
+TRAIN_COLUMNS = ["flux", "mask", "object"]
+
+
+def is_validation(objects: np.ndarray, val_fraction: float) -> np.ndarray:
+    """Boolean per row: is this object's star in the validation split?"""
+    threshold = int(val_fraction * 2**32)
+    return np.array([zlib.crc32(str(obj).encode()) < threshold for obj in objects], dtype=bool)
+
+
+def object_counts(store: Store) -> Counter:
+    """Spectra per object, from the ``object`` column alone (a cheap column read)."""
+    counts: Counter = Counter()
+    for shard in store.shard_uris():
+        fs, path = storage.arrow_filesystem(shard)
+        counts.update(pq.read_table(path, columns=["object"], filesystem=fs)["object"].to_pylist())
+    return counts
+
+
+def balancing_weights(counts: Counter) -> dict[str, float]:
+    """Per-object loss weight N / (K * n_object); mean 1 over all spectra."""
+    total, n_objects = sum(counts.values()), len(counts)
+    return {obj: total / (n_objects * n) for obj, n in counts.items()}
+
+
+def data_fingerprint(store: Store) -> str:
+    """Identifies the data a model saw: the committed shards and the grid."""
+    text = store.grid.to_json() + "\n".join(sorted(store.shard_uris()))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def read_store(store: Store, columns: list[str], shuffle: bool = False) -> ray.data.Dataset:
+    """The store's committed shards as a Ray Dataset of ``columns``."""
+    shards = store.shard_uris()
+    if not shards:
+        raise StoreError(f"{store.uri}: the store is empty; ingest some spectra first")
+    fs, _ = storage.arrow_filesystem(shards[0])
+    paths = [storage.arrow_filesystem(uri)[1] for uri in shards]
+    dataset = ray.data.read_parquet(paths, filesystem=fs, shuffle="files" if shuffle else None)
+    return dataset.select_columns(columns)
+
+
+def _add_weights(batch: dict, weights: dict[str, float], balance: bool) -> dict:
+    objects = batch.pop("object")
+    batch["weight"] = np.array(
+        [weights.get(str(obj), 1.0) if balance else 1.0 for obj in objects], dtype=np.float32
+    )
+    return batch
+
+
+def _keep_split(batch: dict, val_fraction: float, validation: bool) -> dict:
+    keep = is_validation(batch["object"], val_fraction) == validation
+    return {name: column[keep] for name, column in batch.items()}
+
+
+def store_bytes(store: Store) -> int:
+    """Bytes of the committed shards on storage."""
+    fs, _ = storage.filesystem(store.uri)
+    return sum(fs.size(storage.filesystem(uri)[1]) for uri in store.shard_uris())
+
+
+def training_datasets(
+    store_uri: str, val_fraction: float, balance: bool, materialize_below_mb: float = 0
+) -> tuple[ray.data.Dataset, ray.data.Dataset, Store]:
+    """(train, validation) datasets of ``flux``, ``mask``, ``weight``, and the store.
+
+    A store smaller than ``materialize_below_mb`` is read once into Ray's object store, so
+    epochs do not pay for re-reading (and re-starting the read pipeline); a larger one
+    streams from storage every epoch.
+    """
+    store = open_store(store_uri)
+    weights = balancing_weights(object_counts(store)) if balance else {}
+    kwargs = {"weights": weights, "balance": balance}
+    datasets = []
+    for validation, shuffle in ((False, True), (True, False)):
+        split = read_store(store, TRAIN_COLUMNS, shuffle=shuffle).map_batches(
+            _keep_split,
+            batch_format="numpy",
+            fn_kwargs={"val_fraction": val_fraction, "validation": validation},
+        )
+        datasets.append(split.map_batches(_add_weights, batch_format="numpy", fn_kwargs=kwargs))
+    if store_bytes(store) < materialize_below_mb * 2**20:
+        datasets = [dataset.materialize() for dataset in datasets]
+    return datasets[0], datasets[1], store

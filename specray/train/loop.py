@@ -1,0 +1,200 @@
+"""The per-worker training loop that Ray Train runs (one copy per worker, DDP between them).
+
+Each epoch: stream this worker's share of the training spectra as torch batches, take
+Adam steps on the masked-L1 + warmed-up KL loss, then evaluate the whole validation set
+(every worker sees all of it, so the numbers agree), count the active latent nodes, and
+report. Rank 0 attaches a checkpoint every ``checkpoint_every`` epochs and at the end, and
+rewrites ``RUN/metrics.jsonl`` from the history, so a resumed run never repeats an epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from contextlib import nullcontext
+
+import numpy as np
+import ray.train
+import ray.train.torch
+import torch
+
+from specray import storage
+from specray.analysis.dispersion import informative_nodes
+from specray.config import Config
+from specray.model import build_model, kl_weight, vae_loss
+from specray.spectra.grid import Grid
+from specray.train.checkpoint import TrainingState, read_checkpoint, write_checkpoint
+
+log = logging.getLogger("specray.train")
+
+METRICS_FILE = "metrics.jsonl"
+CRASH_MARKER = ".crash-injected"
+
+
+def _autocast(device: torch.device, enabled: bool):
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def _restore(model, optimizer, rank: int) -> TrainingState:
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return TrainingState()
+    with checkpoint.as_directory() as folder:
+        payload, meta = read_checkpoint(folder)
+    model.load_state_dict(payload["state_dict"])
+    optimizer.load_state_dict(payload["optimizer"])
+    if rank == 0:
+        log.info("resuming from checkpoint: epoch %d, step %d", meta["epoch"], meta["step"])
+    return TrainingState(meta["epoch"], meta["step"], meta["history"])
+
+
+def _batches(shard, batch_size: int, device, shuffle_buffer: int, seed: int):
+    for batch in shard.iter_torch_batches(
+        batch_size=batch_size,
+        drop_last=True,  # equal step counts on every rank, or DDP deadlocks
+        local_shuffle_buffer_size=shuffle_buffer or None,
+        local_shuffle_seed=seed,
+        device=device,
+    ):
+        flux = batch["flux"].float().unsqueeze(1)
+        yield flux, batch["mask"].unsqueeze(1), batch["weight"]
+
+
+def _maybe_crash(config: Config, run_uri: str, epoch: int, step_in_epoch: int) -> None:
+    """Fault injection for recovery tests: the last worker dies once, mid-epoch."""
+    target = config.train.crash_once_at_epoch
+    context = ray.train.get_context()
+    if target is None or epoch != target or step_in_epoch != 1:
+        return
+    if context.get_world_rank() != context.get_world_size() - 1:
+        return
+    marker = storage.join(run_uri, CRASH_MARKER)
+    if storage.exists(marker):
+        return
+    storage.atomic_write_text(marker, f"crashed at epoch {epoch}\n")
+    raise RuntimeError(f"injected crash at epoch {epoch} (train.crash_once_at_epoch)")
+
+
+def _train_epoch(model, optimizer, shard, config: Config, state, device, run_uri) -> dict:
+    model.train()
+    totals = np.zeros(3)
+    batches = 0
+    seed = config.train.seed + state.epoch
+    for flux, mask, weight in _batches(
+        shard, config.train.batch_size, device, config.train.shuffle_buffer, seed
+    ):
+        _maybe_crash(config, run_uri, state.epoch, batches)
+        w = kl_weight(
+            state.step, config.loss.warmup_start, config.loss.warmup_end, config.loss.beta
+        )
+        with _autocast(device, config.train.bf16):
+            recon, mu, logvar = model(flux)
+        terms = vae_loss(
+            recon.float(), flux, mask, mu.float(), logvar.float(), w,
+            config.loss.normalisation, weight,
+        )  # fmt: skip
+        optimizer.zero_grad(set_to_none=True)
+        terms.total.backward()
+        optimizer.step()
+        state.step += 1
+        batches += 1
+        totals += [terms.total.item(), terms.recon.item(), terms.kl.item()]
+        if batches % config.train.log_every == 0 and ray.train.get_context().get_world_rank() == 0:
+            log.info("epoch %d step %d loss %.5f", state.epoch + 1, state.step, totals[0] / batches)
+    if batches == 0:
+        raise RuntimeError(
+            "no full training batch on this worker: too few spectra for the batch size"
+        )
+    return dict(zip(("train_loss", "recon", "kl"), totals / batches, strict=True))
+
+
+@torch.no_grad()
+def _validate(model, shard, config: Config, state, device) -> dict:
+    model.eval()
+    totals, count, mus = np.zeros(3), 0, []
+    w = kl_weight(state.step, config.loss.warmup_start, config.loss.warmup_end, config.loss.beta)
+    for batch in shard.iter_torch_batches(batch_size=config.train.batch_size, device=device):
+        flux = batch["flux"].float().unsqueeze(1)
+        with _autocast(device, config.train.bf16):
+            recon, mu, logvar = model(flux)
+        terms = vae_loss(
+            recon.float(), flux, batch["mask"].unsqueeze(1), mu.float(), logvar.float(), w,
+            config.loss.normalisation,
+        )  # fmt: skip
+        n = flux.shape[0]
+        totals += n * np.array([terms.total.item(), terms.recon.item(), terms.kl.item()])
+        count += n
+        mus.append(mu.float().cpu().numpy())
+    if count == 0:
+        return {
+            "val_loss": float("nan"),
+            "val_recon": float("nan"),
+            "val_kl": float("nan"),
+            "active_nodes": 0,
+        }
+    active = informative_nodes(np.concatenate(mus), config.analysis.dispersion_threshold)
+    val_loss, val_recon, val_kl = totals / count
+    return {
+        "val_loss": val_loss,
+        "val_recon": val_recon,
+        "val_kl": val_kl,
+        "active_nodes": int(len(active)),
+    }
+
+
+def _report(model, optimizer, state, metrics, config: Config, meta: dict, last: bool) -> None:
+    rank = ray.train.get_context().get_world_rank()
+    due = last or (state.epoch % config.train.checkpoint_every == 0)
+    if rank != 0 or not due:
+        ray.train.report(metrics)
+        return
+    module = model.module if hasattr(model, "module") else model
+    with tempfile.TemporaryDirectory() as folder:
+        write_checkpoint(folder, module, optimizer, state, meta)
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+
+
+def _write_metrics(run_uri: str, history: list[dict]) -> None:
+    text = "".join(json.dumps(entry) + "\n" for entry in history)
+    storage.atomic_write_text(storage.join(run_uri, METRICS_FILE), text)
+
+
+def train_loop_per_worker(loop_config: dict) -> None:
+    """Ray Train entry point; ``loop_config`` holds the config dict, grid, run URI and meta."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    config = Config.from_dict(loop_config["config"])
+    grid = Grid.from_json(loop_config["grid"])
+    run_uri = loop_config["run"]
+    context = ray.train.get_context()
+    rank = context.get_world_rank()
+    torch.manual_seed(config.train.seed)
+    model = build_model(config.model.preset, input_length=grid.length, **config.model.overrides())
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr)
+    state = _restore(model, optimizer, rank)
+    meta = {**loop_config["meta"], "architecture": model.config()}
+    if config.train.compile:
+        model = torch.compile(model)
+    model = ray.train.torch.prepare_model(model)
+    device = ray.train.torch.get_device()
+    train_shard = ray.train.get_dataset_shard("train")
+    val_shard = ray.train.get_dataset_shard("val")
+    while state.epoch < config.train.epochs:
+        started = time.monotonic()
+        metrics = _train_epoch(model, optimizer, train_shard, config, state, device, run_uri)
+        metrics.update(_validate(model, val_shard, config, state, device))
+        state.epoch += 1
+        metrics = {"epoch": state.epoch, "step": state.step, **metrics}
+        metrics["seconds"] = round(time.monotonic() - started, 2)
+        state.history.append(metrics)
+        if rank == 0:
+            _write_metrics(run_uri, state.history)
+            log.info(
+                "epoch %d/%d step %d train_loss %.5f val_loss %.5f active_nodes %d (%.1f s)",
+                state.epoch, config.train.epochs, state.step, metrics["train_loss"],
+                metrics["val_loss"], metrics["active_nodes"], metrics["seconds"],
+            )  # fmt: skip
+        _report(model, optimizer, state, metrics, config, meta, state.epoch == config.train.epochs)

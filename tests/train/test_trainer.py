@@ -1,0 +1,84 @@
+"""Ray Train on CPU: learning, checkpoints, resume, crash recovery, and S3 storage."""
+
+import json
+
+import pytest
+
+from specray.cli import main
+from specray.config import load_config
+from specray.train.checkpoint import CheckpointError, latest_checkpoint, load_trained_model
+from specray.train.trainer import read_history, train
+from tests.helpers import TOY_MODEL, write_toy_store
+
+pytestmark = pytest.mark.usefixtures("ray_session")
+
+FAST = TOY_MODEL + [
+    "train.lr=0.003",
+    "train.batch_size=16",
+    "loss.warmup_start=10",
+    "loss.warmup_end=40",
+]
+REQUIRED = {"epoch", "step", "train_loss", "val_loss", "recon", "kl", "active_nodes"}
+
+
+def test_two_workers_learn_checkpoint_survive_a_crash_and_resume(tmp_path):
+    store, run = str(tmp_path / "store"), str(tmp_path / "run")
+    write_toy_store(store)
+    config = load_config(
+        overrides=FAST
+        + [
+            "train.epochs=3",
+            "train.workers=2",
+            "train.crash_once_at_epoch=1",
+            "train.max_failures=1",
+        ]
+    )
+    summary = train(store, run, config)
+    history = read_history(run)
+    assert [entry["epoch"] for entry in history] == [1, 2, 3]  # the crash repeated nothing
+    assert all(set(entry) >= REQUIRED for entry in history)
+    assert (tmp_path / "run" / ".crash-injected").exists()
+    assert history[-1]["val_loss"] < history[0]["val_loss"]
+    steps_per_epoch = history[0]["step"]
+    assert [entry["step"] for entry in history] == [steps_per_epoch * k for k in (1, 2, 3)]
+    model, meta = load_trained_model(run)
+    assert meta["epoch"] == 3 and meta["grid"]["n_native"] == 1024 and summary.final["epoch"] == 3
+    assert model.arch.latent_dim == 8
+
+    # Re-running the same RUN with more epochs resumes: steps continue, no epoch repeats.
+    code = main(
+        [
+            "train",
+            "--data",
+            store,
+            "--out",
+            run,
+            "--set",
+            "train.epochs=4",
+            "--set",
+            "train.workers=2",
+        ]
+        + [arg for item in FAST for arg in ("--set", item)]
+    )
+    assert code == 0
+    resumed = read_history(run)
+    assert [entry["epoch"] for entry in resumed] == [1, 2, 3, 4]
+    assert resumed[3]["step"] == 4 * steps_per_epoch
+    assert (
+        json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])["epoch"] == 4
+    )
+
+
+def test_training_from_and_to_s3(s3_bucket):
+    store, run = f"{s3_bucket}/store", f"{s3_bucket}/runs/first"
+    write_toy_store(store, n_objects=30, epochs=2, shards=1)
+    summary = train(store, run, load_config(overrides=FAST + ["train.epochs=1"]))
+    assert summary.checkpoint.startswith(f"{run}/checkpoint_")
+    assert latest_checkpoint(run) == summary.checkpoint
+    model, meta = load_trained_model(run)
+    assert meta["epoch"] == 1 and len(read_history(run)) == 1
+
+
+def test_missing_run_and_grid_mismatch_are_clear(tmp_path):
+    with pytest.raises(CheckpointError, match="no such run"):
+        latest_checkpoint(str(tmp_path / "nothing"))
