@@ -89,6 +89,57 @@ def _add_train(commands) -> None:
     parser.set_defaults(run=_train)
 
 
+def _tune(args: argparse.Namespace) -> int:
+    from specray.train.tune import tune
+
+    print(tune(args.data, args.out, _config(args, [f"tune.samples={args.samples}"])).summary())
+    return 0
+
+
+def _add_tune(commands) -> None:
+    parser = commands.add_parser("tune", help="search latent size and beta (Ray Tune)")
+    parser.add_argument("--data", required=True, help="store folder or s3:// prefix")
+    parser.add_argument("--out", required=True, help="experiment folder (re-run resumes)")
+    parser.add_argument("--samples", type=int, default=8, help="number of trials")
+    _add_config_options(parser)
+    parser.set_defaults(run=_tune)
+
+
+def _analyze(args: argparse.Namespace) -> int:
+    from specray.analysis.pipeline import analyze
+
+    overrides = []
+    if args.labels:
+        overrides.append(f"analysis.labels=[{args.labels}]")
+    if args.permutations is not None:
+        overrides.append(f"analysis.permutations={args.permutations}")
+    if args.seed is not None:
+        overrides.append(f"analysis.seed={args.seed}")
+    config = _config(args, overrides)
+    print(
+        analyze(args.out, config, data=args.data, model=args.model, latents=args.latents).summary()
+    )
+    return 0
+
+
+def _add_analyze(commands) -> None:
+    parser = commands.add_parser(
+        "analyze", help="which latent nodes are physics (MI, significance)"
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", help="store to encode with --model")
+    source.add_argument("--latents", help="an existing latent table (Parquet) to analyse")
+    parser.add_argument("--model", help="training run folder (its latest checkpoint)")
+    parser.add_argument(
+        "--out", required=True, help="output folder: latents, analysis.json, report"
+    )
+    parser.add_argument("--labels", help="comma-separated label columns (default rv,teff,logg,feh)")
+    parser.add_argument("--permutations", type=int, help="permutations per node-label pair")
+    parser.add_argument("--seed", type=int)
+    _add_config_options(parser)
+    parser.set_defaults(run=_analyze)
+
+
 def _add_ingest(commands) -> None:
     parser = commands.add_parser("ingest", help="FITS files -> Parquet shards (Ray Data)")
     parser.add_argument("input", help="folder or s3:// prefix holding FITS files")
@@ -119,7 +170,7 @@ def _add_synth(commands) -> None:
     parser.set_defaults(run=_synth)
 
 
-COMMANDS: list[Callable] = [_add_demo, _add_synth, _add_ingest, _add_train]
+COMMANDS: list[Callable] = [_add_demo, _add_synth, _add_ingest, _add_train, _add_tune, _add_analyze]
 
 
 def build_parser() -> argparse.ArgumentParser:

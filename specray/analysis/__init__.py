@@ -1,0 +1,75 @@
+"""Latent-space analysis: which nodes are alive, and what they know about the labels.
+
+Statistical core (plain NumPy/SciPy; Ray only for the significance fan-out):
+
+- :mod:`~specray.analysis.mi`: mutual-information estimators (KSG, Gaussian copula,
+  histogram), in nats.
+- :mod:`~specray.analysis.significance`: permutation p-values, BH/BY correction,
+  half-sampling intervals, the node x label significance table (Ray tasks).
+- :mod:`~specray.analysis.selection`: which spectra enter the analysis (NaN drop, sigma
+  clip, one spectrum per object).
+- :mod:`~specray.analysis.dispersion`: informative nodes by spread of mu, KL per node,
+  isolation-forest anomaly scores.
+"""
+
+from specray.analysis.dispersion import (
+    informative_nodes,
+    isolation_forest_scores,
+    mean_kl_per_node,
+    node_dispersion,
+)
+from specray.analysis.mi import (
+    Estimator,
+    histogram_mi_table,
+    indicator_map,
+    make_estimator,
+    mutual_information,
+    normal_scores,
+    rank_transform,
+)
+from specray.analysis.selection import (
+    best_per_object,
+    resample_by_object,
+    select_for_analysis,
+    sigma_clip_mask,
+)
+from specray.analysis.significance import (
+    UnresolvedPermutationWarning,
+    adjust_pvalues,
+    half_sample_ci,
+    is_resolvable,
+    min_resolvable_permutations,
+    pairwise_node_mi,
+    permutation_pvalue,
+    permutation_test,
+    recentred_interval,
+    significance_table,
+)
+
+__all__ = [
+    "Estimator",
+    "UnresolvedPermutationWarning",
+    "adjust_pvalues",
+    "best_per_object",
+    "half_sample_ci",
+    "histogram_mi_table",
+    "indicator_map",
+    "informative_nodes",
+    "is_resolvable",
+    "isolation_forest_scores",
+    "make_estimator",
+    "mean_kl_per_node",
+    "min_resolvable_permutations",
+    "mutual_information",
+    "node_dispersion",
+    "normal_scores",
+    "pairwise_node_mi",
+    "permutation_pvalue",
+    "permutation_test",
+    "rank_transform",
+    "recentred_interval",
+    "resample_by_object",
+    "select_for_analysis",
+    "sigma_clip_mask",
+    "significance_table",
+]
