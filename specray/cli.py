@@ -46,7 +46,7 @@ def _synth(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from specray.pipeline import demo
 
-    print(demo(args.out, stars=args.stars, seed=args.seed))
+    print(demo(args.out, stars=args.stars, seed=args.seed, overrides=args.set))
     return 0
 
 
@@ -55,6 +55,9 @@ def _add_demo(commands) -> None:
     parser.add_argument("--out", default="specray-demo", help="folder or s3:// prefix")
     parser.add_argument("--stars", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="override a setting (repeatable)"
+    )
     parser.set_defaults(run=_demo)
 
 

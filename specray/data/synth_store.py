@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 LABELS_FILE = "labels.csv"
 STARS_PER_TASK = 16
-TABLE_COLUMNS = ("id", "object") + schema.META_COLUMNS + schema.LABEL_COLUMNS
+TABLE_COLUMNS = ("id", "object") + schema.META_COLUMNS + schema.LABEL_COLUMNS + ("defect",)
 
 
 def _star_ranges(n_stars: int) -> list[dict]:
@@ -69,7 +69,7 @@ def _fits_range(batch: dict, out, n_stars, mean_epochs, grid: Grid, seed) -> pa.
                 storage.atomic_write_bytes(
                     storage.join(out, f"{identifier}.fits"), buffer.getvalue()
                 )
-                records.append({name: values.get(name, np.nan) for name in TABLE_COLUMNS})
+                records.append({name: values.get(name, np.nan) for name in TABLE_COLUMNS})  # noqa: E501
     return pa.Table.from_pylist(records)
 
 
