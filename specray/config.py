@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,6 +79,7 @@ class AnalysisConfig:
     labels: list[str] = field(default_factory=lambda: ["rv", "teff", "logg", "feh"])
     dispersion_threshold: float = 0.02
     permutations: int = 2_000
+    """Per node-label pair; 0 = the fewest that can resolve the FDR threshold (>= 999)."""
     estimator: str = "ksg"
     fdr: str = "bh"
     alpha: float = 0.05
@@ -84,6 +87,19 @@ class AnalysisConfig:
     one_per_object: bool = True
     sigma_clip: float = 5.0
     seed: int = 0
+    complete_cases: bool = False
+    """True: analyse only spectra with every label (the paper's joint NaN drop and clip);
+    False: each label uses every selected spectrum that has it."""
+    screen: bool = True
+    """Also screen ALL nodes with the fast Gaussian-copula estimator (its own, always
+    resolvable, permutation count), to catch nodes below the dispersion threshold."""
+    anomalies: int = 20
+    """How many of the most anomalous spectra (isolation forest) to list."""
+    traversal_nodes: int = 8
+    """Latent traversals for at most this many informative nodes (largest spread first)."""
+    encode_batch_size: int = 32
+    encode_actors: int = 0
+    """Encoder actors for batch inference; 0 = one per GPU, else up to half the CPUs."""
 
 
 @dataclass
@@ -99,6 +115,15 @@ class TuneConfig:
     grace_epochs: int = 1
     max_concurrent: int | None = None
     prefer_fewest_nodes_within: float | None = None
+    metric: str = "val_loss"
+    """What the search minimises: "val_loss" (reconstruction + beta x KL) or "val_recon"
+    (reconstruction only, which does not favour small beta by construction). Both are
+    compared in "mean" normalisation units (per pixel, per latent node), so trials with
+    different ``normalisations`` are ranked on one scale."""
+    reduction_factor: float = 4.0
+    """ASHA: at each rung only the best 1/reduction_factor of the trials go on."""
+    seed: int | None = 0
+    """Seed of the searcher's sampling (random or Optuna); None for a fresh draw each run."""
 
 
 @dataclass
@@ -143,26 +168,31 @@ def _set(section: Any, key: str, value: Any, where: str) -> None:
         for inner, inner_value in value.items():
             _set(current, inner, inner_value, f"{where}.{inner}")
         return
-    setattr(section, key, _coerce(value, current, where))
+    hint = typing.get_type_hints(type(section))[key]
+    setattr(section, key, _coerce(value, hint, where))
 
 
-def _coerce(value: Any, current: Any, where: str) -> Any:
-    if value is None or current is None:
-        return value
-    if isinstance(current, bool):
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """``value`` checked against the field's declared type (ints widen to floats)."""
+    allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    if value is None:
+        if type(None) in allowed:
+            return None
+        raise ConfigError(f"{where}: a value is required")
+    base = next(t for t in allowed if t is not type(None))
+    origin = typing.get_origin(base) or base
+    if origin is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: expected true or false, got {value!r}")
         return value
-    if isinstance(current, (int, float)):
+    if origin in (int, float):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
-        if isinstance(current, int) and value != int(value):
+        if origin is int and value != int(value):
             raise ConfigError(f"{where}: expected a whole number, got {value!r}")
-        return type(current)(value)
-    if isinstance(current, list) and not isinstance(value, list):
-        raise ConfigError(f"{where}: expected a list, got {value!r}")
-    if isinstance(current, str) and not isinstance(value, str):
-        raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return origin(value)
+    if not isinstance(value, origin):
+        raise ConfigError(f"{where}: expected a {origin.__name__}, got {value!r}")
     return value
 
 

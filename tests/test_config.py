@@ -1,0 +1,65 @@
+"""The one configuration system: defaults, files, --set overrides, and clear errors."""
+
+import pytest
+
+from specray.config import DEMO_OVERRIDES, ConfigError, load_config, parse_overrides
+
+
+def test_defaults_are_the_published_settings():
+    config = load_config()
+    assert (config.model.preset, config.loss.beta, config.loss.normalisation) == (
+        "paper",
+        0.3,
+        "mean",
+    )
+    assert (config.loss.warmup_start, config.loss.warmup_end) == (5_000, 20_000)
+    assert (config.train.batch_size, config.train.lr) == (32, 1e-4)
+    assert config.analysis.dispersion_threshold == 0.02
+
+
+def test_file_then_overrides(tmp_path):
+    path = tmp_path / "settings.yaml"
+    path.write_text("model:\n  latent_dim: 16\ntrain:\n  epochs: 7\n  use_gpu: true\n")
+    config = load_config(str(path), ["train.epochs=3", "model.channels=[4, 8]", "loss.beta=0.1"])
+    assert config.model.latent_dim == 16 and config.train.epochs == 3 and config.train.use_gpu
+    assert config.model.channels == [4, 8] and config.loss.beta == 0.1
+    assert config.model.overrides() == {"latent_dim": 16, "channels": [4, 8]}
+
+
+def test_json_file_and_demo_overrides(tmp_path):
+    path = tmp_path / "settings.json"
+    path.write_text('{"analysis": {"labels": ["rv"]}}')
+    config = load_config(str(path), DEMO_OVERRIDES)
+    assert config.analysis.labels == ["rv"] and config.model.preset == "demo"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.epoch=3", "unknown setting 'epoch'"),
+        ("nosuch.key=1", "unknown setting 'nosuch'"),
+        ("train.epochs=three", "expected a number"),
+        ("train.epochs=2.5", "whole number"),
+        ("train.use_gpu=1", "true or false"),
+        ("train=3", "needs a mapping"),
+        ("model.channels=4", "expected a list"),
+        ("train.crash_once_at_epoch=x", "expected a number"),
+        ("epochs", "expected key=value"),
+    ],
+)
+def test_bad_settings_are_named(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(overrides=[override])
+
+
+def test_round_trip_through_a_dict():
+    config = load_config(overrides=["model.latent_dim=12", "tune.samples=3"])
+    again = type(config).from_dict(config.to_dict())
+    assert again == config
+
+
+def test_parse_overrides_nests_dotted_keys():
+    assert parse_overrides(["a.b.c=1", "a.d=[1, 2]", "e=x"]) == {
+        "a": {"b": {"c": 1}, "d": [1, 2]},
+        "e": "x",
+    }
