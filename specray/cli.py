@@ -143,6 +143,39 @@ def _add_analyze(commands) -> None:
     parser.set_defaults(run=_analyze)
 
 
+def _retrain(args: argparse.Namespace) -> int:
+    from specray.config import parse_overrides
+    from specray.retrain import retrain
+
+    result = retrain(
+        args.raw,
+        args.store,
+        args.run,
+        args.analysis,
+        overrides=parse_overrides(args.set or []),
+        grid=args.grid,
+        labels=args.labels,
+        from_scratch=args.from_scratch,
+    )
+    print(result.summary())
+    return 0
+
+
+def _add_retrain(commands) -> None:
+    parser = commands.add_parser("retrain", help="ingest new files, fine-tune, re-analyse, compare")
+    parser.add_argument("--raw", required=True, help="folder or s3:// prefix of raw FITS files")
+    parser.add_argument("--store", required=True, help="the store to grow")
+    parser.add_argument("--run", required=True, help="the training run to fine-tune")
+    parser.add_argument("--analysis", help="analysis folder (default RUN/analysis)")
+    parser.add_argument("--grid", default="demo", help="grid for a new store")
+    parser.add_argument("--labels", help="labels table joined at ingest")
+    parser.add_argument("--from-scratch", action="store_true", help="train a new model")
+    parser.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="override a setting (repeatable)"
+    )
+    parser.set_defaults(run=_retrain)
+
+
 def _add_ingest(commands) -> None:
     parser = commands.add_parser("ingest", help="FITS files -> Parquet shards (Ray Data)")
     parser.add_argument("input", help="folder or s3:// prefix holding FITS files")
@@ -173,7 +206,15 @@ def _add_synth(commands) -> None:
     parser.set_defaults(run=_synth)
 
 
-COMMANDS: list[Callable] = [_add_demo, _add_synth, _add_ingest, _add_train, _add_tune, _add_analyze]
+COMMANDS: list[Callable] = [
+    _add_demo,
+    _add_synth,
+    _add_ingest,
+    _add_train,
+    _add_tune,
+    _add_analyze,
+    _add_retrain,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

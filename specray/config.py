@@ -62,6 +62,8 @@ class TrainConfig:
     materialize_below_mb: float = 1024.0
     """Stores smaller than this are read once into Ray's object store instead of per epoch."""
     checkpoint_every: int = 1
+    finetune_epochs: int = 5
+    """Epochs added by each scheduled retrain (specray retrain) when it fine-tunes."""
     keep_checkpoints: int = 2
     max_failures: int = 2
     bf16: bool = True
@@ -146,10 +148,11 @@ class Config:
 
 DEMO_OVERRIDES = [
     "model.preset=demo",
-    "loss.warmup_start=100",
-    "loss.warmup_end=600",
-    "train.epochs=12",
-    "train.lr=0.002",
+    "loss.warmup_start=400",
+    "loss.warmup_end=1000",
+    "train.epochs=40",
+    "train.lr=0.001",
+    "analysis.permutations=999",
 ]
 
 

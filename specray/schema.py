@@ -37,6 +37,8 @@ every read, which is what limits training throughput.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pyarrow as pa
 
@@ -145,3 +147,82 @@ def tensor_column_to_numpy(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
     return column.to_numpy_ndarray()
+
+
+# ------------------------------------------------------------------ latent tables
+#
+# A latent table (``<out>/latents.parquet``, written by ``specray analyze --data --model``
+# or by hand for ``--latents``) has one row per spectrum:
+#
+# ================  ===========================  ==========================================
+# column            type                         meaning
+# ================  ===========================  ==========================================
+# id                string                       spectrum id (as in the store)
+# object            string                       target name: one-per-object selection
+# mu                fixed_shape_tensor<float32>  encoder mean, shape [latent_dim]
+# logvar            fixed_shape_tensor<float32>  encoder log-variance, shape [latent_dim]
+# <labels, meta>    double                       rv, teff, ..., snr, extra labels (NaN =
+#                                                unknown), units as in ``UNITS``
+# ================  ===========================  ==========================================
+#
+# File metadata: ``specray.latents`` (JSON: latent_dim, and where the latents came from:
+# checkpoint, store, epoch, step, data fingerprint), the grid (``specray.grid``) when the
+# latents came from a store, and the schema version. ``logvar`` may be absent from a
+# hand-made table (the KL per node is then not reported).
+
+LATENT_KEY = b"specray.latents"
+LATENT_FILE = "latents.parquet"
+LATENT_DTYPE = np.float32
+
+
+def latent_schema(
+    latent_dim: int,
+    label_names: tuple[str, ...] | list[str],
+    grid: Grid | None = None,
+    provenance: dict | None = None,
+    logvar: bool = True,
+) -> pa.Schema:
+    """The Arrow schema of a latent table with ``latent_dim`` nodes.
+
+    ``label_names`` are the float64 label and metadata columns carried along (e.g. rv,
+    teff, snr). ``grid`` and ``provenance`` (JSON-able) go into the file metadata.
+    """
+    if int(latent_dim) != latent_dim or latent_dim < 1:
+        raise ValueError(f"latent_dim must be a positive integer, got {latent_dim!r}")
+    reserved = {"id", "object", "mu", "logvar"}
+    clash = sorted(reserved & set(label_names))
+    if clash:
+        raise ValueError(f"label columns {clash} clash with the latent table's own columns")
+    fields = [pa.field("id", pa.string()), pa.field("object", pa.string())]
+    fields.append(pa.field("mu", tensor_type(LATENT_DTYPE, int(latent_dim))))
+    if logvar:
+        fields.append(pa.field("logvar", tensor_type(LATENT_DTYPE, int(latent_dim))))
+    fields += [pa.field(str(name), pa.float64()) for name in label_names]
+    info = {"latent_dim": int(latent_dim), **(provenance or {})}
+    metadata = {LATENT_KEY: json.dumps(info).encode(), VERSION_KEY: SCHEMA_VERSION.encode()}
+    if grid is not None:
+        metadata[GRID_KEY] = grid.to_json().encode()
+    return pa.schema(fields, metadata=metadata)
+
+
+def latent_table(columns: dict[str, object], schema: pa.Schema) -> pa.Table:
+    """Build a latent table from numpy columns (``mu``/``logvar`` (n, D)); absent labels -> NaN."""
+    n = len(columns["id"])
+    arrays = []
+    for field in schema:
+        name = field.name
+        if name in ("mu", "logvar"):
+            arrays.append(tensor_array(np.asarray(columns[name]), LATENT_DTYPE))
+        elif pa.types.is_string(field.type):
+            arrays.append(pa.array([str(value) for value in columns[name]], pa.string()))
+        else:
+            values = columns.get(name)
+            values = np.full(n, np.nan) if values is None else np.asarray(values, np.float64)
+            arrays.append(pa.array(values, pa.float64()))
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def latent_info(schema: pa.Schema) -> dict:
+    """The ``specray.latents`` metadata of a latent table ({} for a table without it)."""
+    metadata = schema.metadata or {}
+    return json.loads(metadata[LATENT_KEY]) if LATENT_KEY in metadata else {}

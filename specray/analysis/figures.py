@@ -1,0 +1,207 @@
+"""The analysis figures, as PNG bytes (matplotlib, Agg backend; no display needed).
+
+Each function takes plain arrays and returns the bytes of one PNG, so the report can
+embed it and the pipeline can also write it to ``OUT/figures/NAME.png``. Pictures follow
+method.md 5e: dispersion per node, MI heat maps per label, node-vs-label scatter plots
+coloured by a second label, latent traversals around a reference star, and the MI matrix
+between informative nodes.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from specray.schema import UNITS  # noqa: E402
+
+DPI = 110
+SPECTRAL_WINDOWS = (
+    ("Mg b", 5160.0, 5190.0),
+    ("Na D", 5880.0, 5906.0),
+    ("H-alpha", 6550.0, 6576.0),
+)
+"""Zoom windows for traversals (Angstrom): Mg b 5167-5184, Na D 5890-5896, H-alpha 6562.8."""
+
+
+def to_png(fig: Figure) -> bytes:
+    """Render and close a figure; return the PNG bytes."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def axis_label(name: str) -> str:
+    unit = UNITS.get(name, "")
+    return f"{name} [{unit}]" if unit else name
+
+
+def windows_on_grid(start: float, stop: float) -> list[tuple[str, float, float]]:
+    """The spectral windows that lie entirely inside [start, stop] Angstrom."""
+    return [(name, lo, hi) for name, lo, hi in SPECTRAL_WINDOWS if lo >= start and hi <= stop]
+
+
+def dispersion_figure(
+    mad: np.ndarray, threshold: float, informative: np.ndarray, kl: np.ndarray | None = None
+) -> bytes:
+    """Bar chart of the MAD of mu per node (log y) with the threshold; KL per node below."""
+    mad = np.asarray(mad, dtype=np.float64)
+    nodes = np.arange(mad.size)
+    colours = np.where(np.asarray(informative, bool), "tab:red", "tab:grey")
+    rows = 2 if kl is not None else 1
+    fig, axes = plt.subplots(
+        rows, 1, figsize=(9, 3.2 * rows), squeeze=False, sharex=True, layout="constrained"
+    )
+    ax = axes[0, 0]
+    floor = max(float(np.min(mad[mad > 0])) / 2, 1e-6) if np.any(mad > 0) else 1e-6
+    ax.bar(nodes, np.maximum(mad, floor), color=colours, width=0.8)
+    ax.axhline(threshold, color="k", linestyle="--", linewidth=1, label=f"threshold {threshold:g}")
+    ax.set_yscale("log")
+    ax.set_ylabel("MAD of mu")
+    ax.set_title("Dispersion per latent node (red: informative)")
+    ax.legend(loc="upper right", fontsize=8)
+    if kl is not None:
+        ax = axes[1, 0]
+        ax.bar(nodes, np.maximum(np.asarray(kl, np.float64), 1e-6), color=colours, width=0.8)
+        ax.set_yscale("log")
+        ax.set_ylabel("mean KL [nat]")
+    axes[-1, 0].set_xlabel("latent node")
+    return to_png(fig)
+
+
+def indicator_figure(binnings: Sequence[int], maps: Mapping[str, np.ndarray]) -> bytes:
+    """Per label, the histogram-MI indicator map: rows = binnings, each row / its max."""
+    labels = list(maps)
+    fig, axes = plt.subplots(
+        len(labels),
+        1,
+        figsize=(9, 1.2 + 1.1 * len(labels)),
+        squeeze=False,
+        sharex=True,
+        layout="constrained",
+    )
+    image = None
+    for ax, label in zip(axes[:, 0], labels, strict=True):
+        data = np.asarray(maps[label])
+        image = ax.imshow(data, aspect="auto", cmap="viridis", vmin=0, vmax=1, origin="lower")
+        ax.set_yticks(range(len(binnings)), [str(b) for b in binnings], fontsize=7)
+        ax.set_ylabel(f"{label}\nbins", fontsize=8)
+    axes[-1, 0].set_xlabel("latent node")
+    axes[0, 0].set_title("Histogram MI per binning, divided by its maximum over nodes")
+    if image is not None:
+        fig.colorbar(image, ax=axes[:, 0].tolist(), fraction=0.025)
+    return to_png(fig)
+
+
+def mi_matrix_figure(
+    nodes: Sequence[int],
+    labels: Sequence[str],
+    mi: np.ndarray,
+    significant: np.ndarray,
+    estimator: str,
+) -> bytes:
+    """Node x label MI (nats) with a star on every pair significant after FDR."""
+    mi = np.asarray(mi, dtype=np.float64)
+    fig, ax = plt.subplots(
+        figsize=(1.6 + 1.1 * len(labels), 1.2 + 0.45 * len(nodes)), layout="constrained"
+    )
+    image = ax.imshow(mi, aspect="auto", cmap="magma_r", vmin=0)
+    for i in range(mi.shape[0]):
+        for j in range(mi.shape[1]):
+            mark = "*" if significant[i, j] else ""
+            ax.text(j, i, f"{mi[i, j]:.2f}{mark}", ha="center", va="center", fontsize=8,
+                    color="white" if mi[i, j] > 0.6 * max(np.nanmax(mi), 1e-9) else "black")  # fmt: skip
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_yticks(range(len(nodes)), [f"z{n}" for n in nodes])
+    ax.set_title(f"MI [nat], {estimator}; * = significant", fontsize=9)
+    fig.colorbar(image, ax=ax, fraction=0.05)
+    return to_png(fig)
+
+
+def scatter_figure(
+    label_values: np.ndarray,
+    node_values: np.ndarray,
+    colour_values: np.ndarray | None,
+    node: int,
+    label: str,
+    colour_label: str | None,
+    title: str,
+) -> bytes:
+    """Node value against a label, coloured by a second label (grey where it is unknown)."""
+    x, y = np.asarray(label_values, np.float64), np.asarray(node_values, np.float64)
+    fig, ax = plt.subplots(figsize=(5.6, 4.2), layout="constrained")
+    size = 6 if x.size > 2000 else 14
+    if colour_values is None:
+        ax.scatter(x, y, s=size, color="tab:blue", alpha=0.7, linewidths=0)
+    else:
+        c = np.asarray(colour_values, np.float64)
+        known = np.isfinite(c)
+        ax.scatter(x[~known], y[~known], s=size, color="lightgrey", linewidths=0)
+        points = ax.scatter(x[known], y[known], c=c[known], s=size, cmap="coolwarm",
+                            alpha=0.8, linewidths=0)  # fmt: skip
+        fig.colorbar(points, ax=ax, label=axis_label(colour_label or ""))
+    ax.set_xlabel(axis_label(label))
+    ax.set_ylabel(f"z{node} (mu)")
+    ax.set_title(title, fontsize=9)
+    return to_png(fig)
+
+
+def traversal_figure(
+    wavelength: np.ndarray,
+    spectra: np.ndarray,
+    nodes: Sequence[int],
+    offsets: Sequence[float],
+    windows: Sequence[tuple[str, float, float]],
+) -> bytes:
+    """Rows = nodes, columns = spectral windows; one decoded spectrum per offset (sigma)."""
+    wavelength = np.asarray(wavelength, np.float64)
+    cmap = plt.get_cmap("coolwarm")
+    span = max(abs(min(offsets)), abs(max(offsets)), 1e-9)
+    fig, axes = plt.subplots(
+        len(nodes), len(windows), figsize=(3.6 * len(windows) + 1, 1.9 * len(nodes) + 0.6),
+        squeeze=False, sharex="col", layout="constrained",
+    )  # fmt: skip
+    for r, node in enumerate(nodes):
+        for c, (name, lo, hi) in enumerate(windows):
+            ax = axes[r, c]
+            inside = (wavelength >= lo) & (wavelength <= hi)
+            for k, offset in enumerate(offsets):
+                ax.plot(wavelength[inside], spectra[r, k, inside], linewidth=0.9,
+                        color=cmap(0.5 + 0.5 * offset / span), label=f"{offset:+g} sigma")  # fmt: skip
+            if r == 0:
+                ax.set_title(name, fontsize=9)
+            if c == 0:
+                ax.set_ylabel(f"z{node}", fontsize=9)
+            ax.tick_params(labelsize=7)
+    for ax in axes[-1]:
+        ax.set_xlabel("wavelength [A]", fontsize=8)
+    axes[0, -1].legend(fontsize=6, loc="lower right")
+    fig.suptitle("Latent traversals: decoded spectra, one node moved, the rest at the reference")
+    return to_png(fig)
+
+
+def independence_figure(nodes: Sequence[int], matrix: np.ndarray, estimator: str) -> bytes:
+    """MI between pairs of informative nodes (diagonal blank)."""
+    mat = np.asarray(matrix, dtype=np.float64)
+    fig, ax = plt.subplots(
+        figsize=(1.8 + 0.5 * len(nodes), 1.4 + 0.45 * len(nodes)), layout="constrained"
+    )
+    image = ax.imshow(np.ma.masked_invalid(mat), cmap="magma_r", vmin=0)
+    for i in range(mat.shape[0]):
+        for j in range(mat.shape[1]):
+            if i != j and np.isfinite(mat[i, j]):
+                ax.text(j, i, f"{mat[i, j]:.2f}", ha="center", va="center", fontsize=7)
+    ticks = [f"z{n}" for n in nodes]
+    ax.set_xticks(range(len(nodes)), ticks, fontsize=8)
+    ax.set_yticks(range(len(nodes)), ticks, fontsize=8)
+    ax.set_title(f"MI between informative nodes [nat], {estimator}", fontsize=9)
+    fig.colorbar(image, ax=ax, fraction=0.05)
+    return to_png(fig)

@@ -1,0 +1,643 @@
+"""``specray analyze``: from a store and a model (or a latent table) to numbers and a report.
+
+``analyze(out, config, data=STORE, model=RUN)`` encodes the store first (Ray Data batch
+inference, :mod:`specray.analysis.encode`); ``analyze(out, config, latents=FILE)``
+analyses an existing latent table (:func:`specray.schema.latent_schema`). Then, on the
+encoder means ``mu``:
+
+1. Selection. One spectrum per object, the highest-SNR one (``one_per_object``). Each
+   label then drops its NaN values and is 5-sigma clipped (``sigma_clip``) on that
+   one-per-object set, separately: a star without [Fe/H] still counts for RV. With
+   ``complete_cases`` the paper's joint rule applies instead
+   (:func:`specray.analysis.selection.select_for_analysis`: rows need every label, and an
+   outlier in any label removes the row). Labels absent from the table or without values
+   are skipped with a warning.
+2. Dispersion: the unscaled MAD of mu per node against ``dispersion_threshold`` gives the
+   informative set; the mean KL per node when the table has ``logvar``.
+3. Screen (``screen``): every node x label pair with the Gaussian-copula estimator and its
+   own permutation count, always enough to resolve the FDR threshold over all D x L
+   tests. It sees only monotone dependence; it is there to flag nodes BELOW the dispersion
+   threshold that still carry label information (a warning), not to decide anything.
+4. Significance: every informative node x label pair with ``estimator`` (KSG by default),
+   ``permutations`` shuffles of the label (fanned out as Ray tasks), half-sampling
+   intervals, and BH (or BY) over those pairs. If no node is informative, none is tested.
+5. ``label_nodes``: per label, the significant node with the highest MI (null if none).
+6. Independence: KSG MI between every pair of informative nodes (method.md 5d).
+7. The paper's histogram MI at 5-160 bins for every node and label (the heat maps).
+8. Anomalies: an isolation forest on the informative nodes of EVERY spectrum in the
+   table (a bad exposure of a well-observed star is what one wants to find); top
+   ``anomalies`` listed.
+9. Traversals (only with ``model``): decoded spectra while each informative node moves
+   -2..+2 standard deviations around the median-SNR selected spectrum.
+
+Outputs in ``out`` (a folder or ``s3://`` prefix; each file written atomically):
+``latents.parquet`` (when encoding), ``analysis.json``, ``figures/*.png`` and
+``report.html`` (one self-contained page, :mod:`specray.analysis.report`).
+
+``analysis.json`` (MI in nats; NaN and infinities are written as null)::
+
+    schema             "specray.analysis/1"
+    created            UTC time, ISO 8601
+    source             {latents, data, model, checkpoint, epoch, step, grid}
+    n_spectra          rows (spectra) in the latent table
+    n_objects          distinct objects in the latent table
+    n_selected         spectra entering the analysis (one per object unless disabled)
+    latent_dim         D
+    labels             the labels analysed (requested ones that have values)
+    selection          {one_per_object, sigma_clip, complete_cases,
+                        per_label: {label: {n_finite, n_clipped, n}}}
+    informative_nodes  [node, ...] ascending
+    dispersion         [{node, mad, informative, kl (null without logvar)}] for every node
+    screen             {estimator, permutations, pairs: [{node, label, mi, p_value,
+                        p_adjusted, significant}]} or null
+    mi                 [{node, label, estimator, n, mi, ci [low, high], p_value,
+                        p_adjusted, significant, permutations, resolvable}] for every
+                        informative node x label pair
+    label_nodes        {label: {node, mi, ci, p_adjusted} or null}
+    node_independence  {nodes, estimator, mi: matrix (null diagonal)} or null
+    histogram_mi       {binnings, nodes: "all", mi: {label: [[per node] per binning]}}
+    anomalies          {method, nodes, n_scored, median_score,
+                        top: [{rank, id, object, score, <labels>}]} or null
+    permutations       {requested ("auto" for 0), used, needed, resolvable, fdr, alpha,
+                        n_tests}: the KSG (``estimator``) stage
+    config             the AnalysisConfig used
+    figures            [{name, file, caption}]
+    report             file name of the HTML report
+    warnings           [text, ...]: caveats a reader must see
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import warnings
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from specray import schema, storage
+from specray.analysis import figures as fig
+from specray.analysis.dispersion import isolation_forest_scores, mean_kl_per_node, node_dispersion
+from specray.analysis.mi import DEFAULT_BINNINGS, MIN_SAMPLES, histogram_mi_table, indicator_map
+from specray.analysis.selection import best_per_object, select_for_analysis, sigma_clip_mask
+from specray.analysis.significance import (
+    UnresolvedPermutationWarning,
+    min_resolvable_permutations,
+    pairwise_node_mi,
+    significance_table,
+)
+from specray.config import AnalysisConfig, Config
+from specray.spectra.grid import Grid
+
+log = logging.getLogger(__name__)
+
+ANALYSIS_FILE = "analysis.json"
+REPORT_FILE = "report.html"
+FIGURES_DIR = "figures"
+SCHEMA_NAME = "specray.analysis/1"
+INDEPENDENCE_METHOD = "ksg"
+MIN_LABELLED = 2 * MIN_SAMPLES
+"""Fewest labelled spectra for a label to be analysed (half-samples need MIN_SAMPLES)."""
+
+
+# ------------------------------------------------------------------ the latent table
+
+
+@dataclass
+class LatentTable:
+    """A latent table in memory: one row per spectrum."""
+
+    uri: str
+    ids: np.ndarray
+    objects: np.ndarray
+    mu: np.ndarray
+    logvar: np.ndarray | None
+    columns: dict[str, np.ndarray]
+    info: dict = field(default_factory=dict)
+    grid: Grid | None = None
+
+    @property
+    def latent_dim(self) -> int:
+        return int(self.mu.shape[1])
+
+    def __len__(self) -> int:
+        return int(self.mu.shape[0])
+
+
+def _tensor(column) -> np.ndarray:
+    try:
+        return schema.tensor_column_to_numpy(column).astype(np.float64)
+    except (AttributeError, TypeError):  # a list column from a hand-made table
+        return np.asarray(column.to_pylist(), dtype=np.float64)
+
+
+def read_latents(uri: str) -> LatentTable:
+    """Read a latent table (see :func:`specray.schema.latent_schema`).
+
+    Needs ``mu`` (D floats per row). ``id`` and ``object`` default to the row number,
+    ``logvar`` may be absent; every other numeric column is kept as a label/meta column.
+    """
+    if not storage.exists(uri):
+        raise FileNotFoundError(f"{uri}: no such latent table")
+    fs, path = storage.arrow_filesystem(uri)
+    table = pq.read_table(path, filesystem=fs)
+    if "mu" not in table.column_names:
+        raise ValueError(f"{uri}: not a latent table: no 'mu' column (has {table.column_names})")
+    mu = _tensor(table["mu"])
+    if mu.ndim != 2 or mu.shape[0] != table.num_rows or not np.all(np.isfinite(mu)):
+        raise ValueError(f"{uri}: 'mu' must be finite with D values per row, got {mu.shape}")
+    logvar = _tensor(table["logvar"]) if "logvar" in table.column_names else None
+    if logvar is not None and logvar.shape != mu.shape:
+        raise ValueError(f"{uri}: 'logvar' {logvar.shape} does not match 'mu' {mu.shape}")
+    rows = np.arange(table.num_rows).astype(str)
+    ids = np.asarray(table["id"].to_pylist(), dtype=str) if "id" in table.column_names else rows
+    objects = (
+        np.asarray(table["object"].to_pylist(), dtype=str)
+        if "object" in table.column_names
+        else ids
+    )
+    columns = {
+        name: table[name].to_numpy().astype(np.float64)
+        for name in table.column_names
+        if name not in ("id", "object", "mu", "logvar")
+        and (pa.types.is_floating(table.schema.field(name).type)
+             or pa.types.is_integer(table.schema.field(name).type))
+    }  # fmt: skip
+    metadata = table.schema.metadata or {}
+    grid = schema.grid_from_schema(table.schema) if schema.GRID_KEY in metadata else None
+    info = schema.latent_info(table.schema)
+    if "object" not in table.column_names:
+        info["no_object_column"] = True
+    return LatentTable(uri, ids, objects, mu, logvar, columns, info, grid)
+
+
+# ------------------------------------------------------------------ selection
+
+
+@dataclass
+class Selection:
+    rows: np.ndarray
+    labels: dict[str, np.ndarray]
+    info: dict
+
+
+def select(table: LatentTable, cfg: AnalysisConfig, notes: list[str]) -> Selection:
+    """Rows to analyse and, per label, its values on them (NaN where excluded)."""
+    usable = []
+    for name in dict.fromkeys(cfg.labels):
+        values = table.columns.get(name)
+        if values is None:
+            notes.append(f"label {name!r} is not in the latent table; skipped")
+        elif not np.any(np.isfinite(values)):
+            notes.append(f"label {name!r} has no values in the latent table; skipped")
+        else:
+            usable.append(name)
+    snr = table.columns.get("snr", np.full(len(table), np.nan))
+    if cfg.one_per_object and not np.any(np.isfinite(snr)):
+        notes.append("no SNR values: one spectrum per object chosen by row order, not SNR")
+    if not cfg.one_per_object:
+        notes.append(
+            "one_per_object is off: repeated spectra of one star inflate MI and make the "
+            "permutation null too optimistic"
+        )
+    sigma = cfg.sigma_clip if cfg.sigma_clip and cfg.sigma_clip > 0 else None
+    per_label_sigma = sigma
+    if cfg.complete_cases and usable:
+        columns = {name: table.columns[name] for name in usable}
+        columns.update(snr=snr, object=table.objects)
+        rows = select_for_analysis(columns, usable, sigma=sigma, one_per_object=cfg.one_per_object)
+        per_label_sigma = None  # clipped jointly already
+    elif cfg.one_per_object:
+        rows = best_per_object(table.objects, snr)
+    else:
+        rows = np.arange(len(table))
+    labels, per_label = {}, {}
+    for name in usable:
+        values = table.columns[name][rows].astype(np.float64)
+        finite = np.isfinite(values)
+        keep = finite if per_label_sigma is None else sigma_clip_mask([values], finite, sigma)
+        values[~keep] = np.nan
+        per_label[name] = {
+            "n_finite": int(finite.sum()),
+            "n_clipped": int(finite.sum() - keep.sum()),
+            "n": int(keep.sum()),
+        }
+        if keep.sum() < MIN_LABELLED:
+            notes.append(f"label {name!r} has only {keep.sum()} values after selection; skipped")
+        else:
+            labels[name] = values
+    info = {
+        "one_per_object": cfg.one_per_object,
+        "sigma_clip": sigma,
+        "complete_cases": cfg.complete_cases,
+        "per_label": per_label,
+    }
+    return Selection(rows, labels, info)
+
+
+# ------------------------------------------------------------------ the steps
+
+
+def _significance(mu, labels, nodes, cfg, notes, **kwargs) -> list[dict]:
+    """significance_table, with a too-small permutation count recorded as a warning."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UnresolvedPermutationWarning)
+        rows = significance_table(
+            mu, labels, nodes=nodes, seed=cfg.seed, alpha=cfg.alpha, fdr=cfg.fdr, **kwargs
+        )
+    notes.extend(
+        str(w.message) for w in caught if issubclass(w.category, UnresolvedPermutationWarning)
+    )
+    return rows
+
+
+def _screen(mu, labels, cfg, notes) -> dict:
+    rows = _significance(mu, labels, None, cfg, notes, method="copula", ci_resamples=0)
+    keep = ("node", "label", "mi", "p_value", "p_adjusted", "significant")
+    pairs = [{key: row[key] for key in keep} for row in rows]
+    return {"estimator": "copula", "permutations": rows[0]["permutations"], "pairs": pairs}
+
+
+@dataclass
+class NodeTests:
+    """Steps 2-4: which nodes are alive, and which node-label pairs are significant."""
+
+    mad: np.ndarray
+    informative: list[int]
+    kl: np.ndarray | None
+    screen: dict | None
+    rows: list[dict]
+
+    @property
+    def n_tests(self) -> int:
+        return len(self.rows)
+
+
+def assess_nodes(
+    mu: np.ndarray,
+    labels: dict[str, np.ndarray],
+    cfg: AnalysisConfig,
+    notes: list[str],
+    logvar: np.ndarray | None = None,
+) -> NodeTests:
+    """Dispersion, the copula screen of all nodes, and the significance of every
+    informative node x label pair (Ray fan-out). Caveats are appended to ``notes``."""
+    disp = node_dispersion(mu, cfg.dispersion_threshold)
+    mad = disp["mad"]
+    informative = [int(j) for j in np.flatnonzero(disp["informative"])]
+    kl = mean_kl_per_node(mu, logvar) if logvar is not None else None
+    if not informative:
+        notes.append(
+            f"no node has a MAD above {cfg.dispersion_threshold}: no node is informative, "
+            "so no node-label pair was tested"
+        )
+    screen = _screen(mu, labels, cfg, notes) if cfg.screen and labels else None
+    for pair in screen["pairs"] if screen else []:
+        if pair["significant"] and pair["node"] not in informative:
+            notes.append(
+                f"node {pair['node']} is below the dispersion threshold (MAD "
+                f"{mad[pair['node']]:.3g}) but the copula screen finds it related to "
+                f"{pair['label']} (MI {pair['mi']:.3f} nat, adjusted p {pair['p_adjusted']:.3g})"
+            )
+    rows: list[dict] = []
+    if informative and labels:
+        rows = _significance(
+            mu, labels, informative, cfg, notes,
+            method=cfg.estimator, permutations=cfg.permutations or None,
+            ci_resamples=cfg.ci_resamples,
+        )  # fmt: skip
+    if cfg.estimator == "histogram":
+        notes.append("histogram MI is biased upward (~(bins-1)^2/(2n) nat); prefer ksg")
+    return NodeTests(mad, informative, kl, screen, rows)
+
+
+def _label_nodes(rows: list[dict], labels: list[str]) -> dict[str, dict | None]:
+    out: dict[str, dict | None] = {}
+    for label in labels:
+        hits = [row for row in rows if row["label"] == label and row["significant"]]
+        best = max(hits, key=lambda row: row["mi"]) if hits else None
+        out[label] = (
+            None if best is None else {key: best[key] for key in ("node", "mi", "ci", "p_adjusted")}
+        )
+    return out
+
+
+def _histogram_mi(mu: np.ndarray, labels: dict[str, np.ndarray]) -> dict:
+    tables = {}
+    for name, values in labels.items():
+        valid = np.isfinite(values)
+        tables[name] = histogram_mi_table(mu[valid], values[valid], DEFAULT_BINNINGS)
+    return {"binnings": list(DEFAULT_BINNINGS), "nodes": "all", "mi": tables}
+
+
+def _anomalies(table: LatentTable, informative: list[int], cfg: AnalysisConfig) -> dict | None:
+    if not informative or len(table) < 2 or cfg.anomalies <= 0:
+        return None
+    scores = isolation_forest_scores(table.mu[:, informative], seed=cfg.seed)
+    top = np.argsort(-scores, kind="stable")[: cfg.anomalies]
+    listed = []
+    for rank, row in enumerate(top, start=1):
+        entry = {"rank": rank, "id": table.ids[row], "object": table.objects[row]}
+        entry["score"] = float(scores[row])
+        entry.update(
+            {name: float(table.columns[name][row]) for name in cfg.labels if name in table.columns}
+        )
+        listed.append(entry)
+    return {
+        "method": "isolation forest on the informative nodes; score in (0, 1], higher = odder",
+        "nodes": informative,
+        "n_scored": len(table),
+        "median_score": float(np.median(scores)),
+        "top": listed,
+    }
+
+
+def _reference_row(table: LatentTable, rows: np.ndarray) -> int:
+    """The selected spectrum of median SNR (the middle row when SNR is unknown)."""
+    snr = table.columns.get("snr", np.full(len(table), np.nan))[rows]
+    known = np.flatnonzero(np.isfinite(snr))
+    if known.size == 0:
+        return int(rows[rows.size // 2])
+    order = known[np.argsort(snr[known], kind="stable")]
+    return int(rows[order[order.size // 2]])
+
+
+def _traversals(table, sel, informative, mad, model_uri, cfg, notes) -> tuple[bytes, str] | None:
+    from specray.analysis.encode import TRAVERSAL_OFFSETS, decode_traversals
+    from specray.train.checkpoint import checkpoint_grid, load_trained_model
+
+    if not informative:
+        notes.append("no informative node: no latent traversals")
+        return None
+    model, meta = load_trained_model(model_uri)
+    grid = checkpoint_grid(meta)
+    if model.arch.latent_dim != table.latent_dim:
+        raise ValueError(
+            f"the model has {model.arch.latent_dim} latent nodes but the latent table "
+            f"{table.uri} has {table.latent_dim}"
+        )
+    nodes = sorted(sorted(informative, key=lambda j: -mad[j])[: cfg.traversal_nodes])
+    if len(nodes) < len(informative):
+        notes.append(f"traversals shown for the {len(nodes)} most spread informative nodes only")
+    ref = _reference_row(table, sel.rows)
+    sigma = table.mu[sel.rows][:, nodes].std(axis=0)
+    spectra = decode_traversals(model, table.mu[ref], nodes, sigma, TRAVERSAL_OFFSETS)
+    windows = fig.windows_on_grid(grid.start, grid.stop)
+    where = "zoomed on " + ", ".join(name for name, _, _ in windows)
+    if not windows:
+        windows = [("whole grid", grid.start, grid.stop)]
+        where = "over the whole grid (none of Mg b, Na D, H-alpha lies on it)"
+    png = fig.traversal_figure(grid.wavelength, spectra, nodes, TRAVERSAL_OFFSETS, windows)
+    caption = (
+        f"Latent traversals around the median-SNR spectrum {table.ids[ref]} "
+        f"({table.objects[ref]}): each row moves one informative node from -2 to +2 "
+        f"standard deviations (over the selected spectra) and decodes, {where}."
+    )
+    return png, caption
+
+
+# ------------------------------------------------------------------ orchestration
+
+
+@dataclass
+class AnalysisSummary:
+    """What ``analyze`` found, and where it wrote it."""
+
+    out: str
+    analysis_uri: str
+    report_uri: str
+    latents_uri: str
+    result: dict
+
+    def summary(self) -> str:
+        r = self.result
+        lines = [
+            f"analysed {r['n_selected']} of {r['n_spectra']} spectra ({r['n_objects']} objects), "
+            f"latent_dim {r['latent_dim']}: {len(r['informative_nodes'])} informative node(s) "
+            f"{r['informative_nodes']}"
+        ]
+        for label, hit in r["label_nodes"].items():
+            if hit is None:
+                lines.append(f"  {label}: no significant node")
+            else:
+                low, high = hit["ci"]
+                lines.append(
+                    f"  {label}: node {hit['node']}, MI {hit['mi']:.3f} nat "
+                    f"[{_fmt(low)}, {_fmt(high)}], adjusted p {hit['p_adjusted']:.3g}"
+                )
+        if r["warnings"]:
+            lines.append(f"  {len(r['warnings'])} warning(s), listed in the report")
+        lines.append(f"report: {self.report_uri} (numbers: {self.analysis_uri})")
+        return "\n".join(lines)
+
+
+def _fmt(value: float | None) -> str:
+    return "nan" if value is None or not np.isfinite(value) else f"{value:.3f}"
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe copy: numpy scalars and arrays to Python, NaN/inf to None."""
+    if isinstance(value, dict):
+        return {str(key): _clean(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(item) for item in value]
+    if isinstance(value, np.ndarray):
+        return _clean(value.tolist())
+    if isinstance(value, np.bool_ | bool):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, float | np.floating):
+        return float(value) if np.isfinite(value) else None
+    if isinstance(value, np.str_):
+        return str(value)
+    return value
+
+
+def _check_sources(data: str | None, model: str | None, latents: str | None) -> None:
+    """Either a latent table (a model too draws traversals), or a store with a model."""
+    if latents and data:
+        raise ValueError("give either --latents or --data, not both")
+    if not latents and not (data and model):
+        raise ValueError("need --latents FILE, or --data STORE together with --model RUN")
+
+
+def analyze(
+    out: str,
+    config: Config | AnalysisConfig,
+    data: str | None = None,
+    model: str | None = None,
+    latents: str | None = None,
+) -> AnalysisSummary:
+    """Run the analysis (see the module docstring) and write its outputs into ``out``."""
+    cfg = config.analysis if isinstance(config, Config) else config
+    _check_sources(data, model, latents)
+    if latents is None:
+        from specray.analysis.encode import encode_store
+
+        latents = encode_store(
+            data, model, out, batch_size=cfg.encode_batch_size, actors=cfg.encode_actors
+        )
+    table = read_latents(latents)
+    # Traversals decode with the very checkpoint that encoded (pinned in the table), or
+    # with the model given beside --latents.
+    decoder = table.info.get("checkpoint", model) if data else model
+    notes: list[str] = []
+    if table.info.get("no_object_column"):
+        notes.append("the latent table has no 'object' column: every row counts as an object")
+    sel = select(table, cfg, notes)
+    mu = table.mu[sel.rows]
+    log.info("analysing %d of %d spectra, %d labels", len(sel.rows), len(table), len(sel.labels))
+    labels = list(sel.labels)
+
+    logvar = table.logvar[sel.rows] if table.logvar is not None else None
+    tests = assess_nodes(mu, sel.labels, cfg, notes, logvar)
+    informative, rows = tests.informative, tests.rows
+    independence = None
+    if len(informative) >= 2:
+        matrix = pairwise_node_mi(mu, informative, method=INDEPENDENCE_METHOD, seed=cfg.seed)
+        independence = {"nodes": informative, "estimator": "ksg(k=3,copula)", "mi": matrix}
+    histogram = _histogram_mi(mu, sel.labels) if labels else None
+    figures = _figures(table, sel, cfg, tests, histogram, independence, decoder, notes)
+    result = {
+        "schema": SCHEMA_NAME,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "source": {
+            "latents": latents,
+            "data": data,
+            "model": model,
+            **{key: table.info.get(key) for key in ("checkpoint", "epoch", "step", "store")},
+            "grid": json.loads(table.grid.to_json()) if table.grid else None,
+        },
+        "n_spectra": len(table),
+        "n_objects": int(np.unique(table.objects).size),
+        "n_selected": int(len(sel.rows)),
+        "latent_dim": table.latent_dim,
+        "labels": labels,
+        "selection": sel.info,
+        "informative_nodes": informative,
+        "dispersion": [
+            {
+                "node": j,
+                "mad": tests.mad[j],
+                "informative": j in informative,
+                "kl": None if tests.kl is None else tests.kl[j],
+            }
+            for j in range(table.latent_dim)
+        ],  # fmt: skip
+        "screen": tests.screen,
+        "mi": rows,
+        "label_nodes": _label_nodes(rows, labels),
+        "node_independence": independence,
+        "histogram_mi": histogram,
+        "anomalies": _anomalies(table, informative, cfg),
+        "permutations": {
+            "requested": cfg.permutations or "auto",
+            "used": rows[0]["permutations"] if rows else None,
+            "needed": (
+                min_resolvable_permutations(tests.n_tests, cfg.alpha, cfg.fdr) if rows else None
+            ),
+            "resolvable": rows[0]["resolvable"] if rows else None,
+            "fdr": cfg.fdr,
+            "alpha": cfg.alpha,
+            "n_tests": tests.n_tests,
+        },
+        "config": dataclasses.asdict(cfg),
+        "figures": [
+            {"name": name, "file": f"{FIGURES_DIR}/{name}.png", "caption": caption}
+            for name, (_, caption) in figures.items()
+        ],
+        "report": REPORT_FILE,
+        "warnings": notes,
+    }
+    result = _clean(result)
+    return _write(out, latents, result, figures)
+
+
+def _write(out: str, latents: str, result: dict, figures: dict) -> AnalysisSummary:
+    from specray.analysis.report import render_report
+
+    for name, (png, _) in figures.items():
+        storage.atomic_write_bytes(storage.join(out, FIGURES_DIR, f"{name}.png"), png)
+    analysis_uri = storage.join(out, ANALYSIS_FILE)
+    storage.atomic_write_text(analysis_uri, json.dumps(result, indent=1, allow_nan=False))
+    report_uri = storage.join(out, REPORT_FILE)
+    storage.atomic_write_text(report_uri, render_report(result, figures))
+    log.info("wrote %s and %s", analysis_uri, report_uri)
+    return AnalysisSummary(out, analysis_uri, report_uri, latents, result)
+
+
+def _figures(table, sel, cfg, tests: NodeTests, histogram, independence, decoder, notes):
+    """name -> (PNG bytes, caption), in the order the report shows them."""
+    mu, rows, informative = table.mu[sel.rows], tests.rows, tests.informative
+    kl = tests.kl
+    out: dict[str, tuple[bytes, str]] = {}
+    out["dispersion"] = (
+        fig.dispersion_figure(
+            tests.mad, cfg.dispersion_threshold, tests.mad > cfg.dispersion_threshold, kl
+        ),
+        f"Median absolute deviation of mu per node over the {len(sel.rows)} selected spectra "
+        f"(log scale); dashed: the threshold {cfg.dispersion_threshold:g}."
+        + (" Below: mean KL divergence to the prior per node." if kl is not None else ""),
+    )
+    if histogram:
+        maps = {label: indicator_map(table_) for label, table_ in histogram["mi"].items()}
+        out["mi_heatmap"] = (
+            fig.indicator_figure(histogram["binnings"], maps),
+            "The paper's indicator: histogram MI of every node with each label at 5 to 160 "
+            "bins, each row divided by its maximum over nodes. A node that dominates at "
+            "every binning tracks that label.",
+        )
+    labels = list(sel.labels)
+    if rows:
+        nodes = informative
+        mi = np.array([[_pick(rows, n, lab)["mi"] for lab in labels] for n in nodes])
+        sig = np.array([[_pick(rows, n, lab)["significant"] for lab in labels] for n in nodes])
+        out["mi_matrix"] = (
+            fig.mi_matrix_figure(nodes, labels, mi, sig, rows[0]["estimator"]),
+            f"MI of every informative node with every label ({rows[0]['estimator']}); a star "
+            f"marks pairs significant after {cfg.fdr.upper()} at alpha {cfg.alpha:g}.",
+        )
+        for i, label in enumerate(labels):
+            best = max((r for r in rows if r["label"] == label), key=lambda r: r["mi"])
+            colour = next((labels[(i + k) % len(labels)] for k in range(1, len(labels))), None)
+            verdict = "significant" if best["significant"] else "NOT significant"
+            title = (
+                f"z{best['node']} vs {label}: MI {best['mi']:.3f} nat, "
+                f"adj. p {best['p_adjusted']:.3g} ({verdict})"
+            )
+            out[f"scatter_{label}"] = (
+                fig.scatter_figure(
+                    sel.labels[label],
+                    mu[:, best["node"]],
+                    None if colour is None else sel.labels[colour],
+                    best["node"],
+                    label,
+                    colour,
+                    title,
+                ),  # fmt: skip
+                f"The node with the highest MI with {label} (z{best['node']}, {verdict}) "
+                f"against {label}" + (f", coloured by {colour}." if colour else "."),
+            )
+    if decoder:
+        traversal = _traversals(table, sel, informative, tests.mad, decoder, cfg, notes)
+        if traversal is not None:
+            out["traversals"] = traversal
+    else:
+        notes.append("latent traversals need the model (--model); not drawn for --latents")
+    if independence is not None:
+        out["independence"] = (
+            fig.independence_figure(independence["nodes"], independence["mi"], "ksg"),
+            "MI between pairs of informative nodes (KSG on normal scores): small values "
+            "back the claim that the nodes carry separate factors.",
+        )
+    return out
+
+
+def _pick(rows: list[dict], node: int, label: str) -> dict:
+    return next(r for r in rows if r["node"] == node and r["label"] == label)

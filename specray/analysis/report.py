@@ -1,0 +1,289 @@
+"""The analysis report: ONE self-contained HTML page (inline CSS, figures as base64 PNG).
+
+Read top to bottom: what was analysed, the headline (which node is which label), then
+the evidence (dispersion, MI tables and significance, independence, anomalies,
+traversals) and the caveats. Everything comes from the ``analysis.json`` record
+(:mod:`specray.analysis.pipeline`) and the figures' PNG bytes; nothing is fetched from
+anywhere when the page is opened.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+STYLE = """
+body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; max-width: 1000px;
+       margin: 2em auto; padding: 0 1em; color: #222; line-height: 1.45; }
+h1 { font-size: 1.6em; margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ccc; margin-top: 2em; }
+table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.9em; }
+th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: right; }
+th { background: #f3f3f3; } td.l, th.l { text-align: left; }
+tr.sig td { background: #eef7ee; font-weight: 600; }
+figure { margin: 1.2em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
+figcaption { font-size: 0.88em; color: #444; }
+.headline { background: #f5f8fc; border-left: 4px solid #3a6ea5; padding: 0.6em 1em; }
+.warn { background: #fff6e5; border-left: 4px solid #d08a00; padding: 0.6em 1em; }
+.muted { color: #666; font-size: 0.9em; }
+"""
+
+
+def esc(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def num(value: Any, digits: int = 3) -> str:
+    """A number for a table cell; '-' for None."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.{digits}g}" if abs(value) < 1e-3 and value != 0 else f"{value:.{digits}f}"
+    return esc(value)
+
+
+def ci_text(ci: Sequence[float | None] | None) -> str:
+    if not ci or ci[0] is None or ci[1] is None:
+        return "-"
+    return f"[{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+def table_html(
+    header: Sequence[str], rows: Iterable[Sequence[str]], left: int = 0, marks: Sequence[bool] = ()
+) -> str:
+    """An HTML table of already-escaped cells; the first ``left`` columns left-aligned."""
+    head = "".join(
+        f'<th class="{"l" if i < left else ""}">{esc(h)}</th>' for i, h in enumerate(header)
+    )
+    body = []
+    for k, row in enumerate(rows):
+        cls = ' class="sig"' if k < len(marks) and marks[k] else ""
+        cells = "".join(
+            f'<td class="{"l" if i < left else ""}">{c}</td>' for i, c in enumerate(row)
+        )
+        body.append(f"<tr{cls}>{cells}</tr>")
+    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+
+
+def figure_html(name: str, figures: Mapping[str, tuple[bytes, str]]) -> str:
+    if name not in figures:
+        return ""
+    png, caption = figures[name]
+    data = base64.b64encode(png).decode("ascii")
+    return (
+        f'<figure id="fig-{esc(name)}"><img src="data:image/png;base64,{data}" '
+        f'alt="{esc(name)}"><figcaption>{esc(caption)}</figcaption></figure>'
+    )
+
+
+def _what(r: dict) -> str:
+    src, sel = r["source"], r["selection"]
+    items = [
+        ("latent table", esc(src.get("latents"))),
+        ("model checkpoint", esc(src.get("checkpoint") or src.get("model") or "not given")),
+        ("trained", f"epoch {num(src.get('epoch'))}, step {num(src.get('step'))}"
+         if src.get("epoch") is not None else "-"),
+        ("spectra store", esc(src.get("store") or src.get("data") or "-")),
+    ]  # fmt: skip
+    grid = src.get("grid")
+    if grid:
+        stop = grid["start"] + (grid["n_native"] - 1) * grid["step"]
+        items.append(
+            (
+                "wavelength grid",
+                esc(f"{grid['name']}: {grid['start']:g}-{stop:g} A, {grid['n_native']} pixels"),
+            )
+        )
+    items += [
+        ("spectra in the table", num(r["n_spectra"])),
+        ("objects", num(r["n_objects"])),
+        ("spectra analysed", num(r["n_selected"])
+         + (" (one per object, highest SNR)" if sel["one_per_object"] else " (all spectra)")),
+        ("latent nodes", num(r["latent_dim"])),
+    ]  # fmt: skip
+    clip = sel["sigma_clip"]
+    rule = (
+        "only spectra with every label (joint NaN drop and clip)"
+        if sel["complete_cases"]
+        else "each label separately: NaN dropped"
+    )
+    items.append(("selection", esc(rule + (f", {clip:g}-sigma clip" if clip else ", no clipping"))))
+    out = table_html(["", ""], [(f"<b>{k}</b>", v) for k, v in items], left=2)
+    per_label = sel["per_label"]
+    if per_label:
+        rows = [
+            (esc(name), num(v["n_finite"]), num(v["n_clipped"]), num(v["n"]))
+            for name, v in per_label.items()
+        ]
+        out += table_html(["label", "with a value", "clipped", "used"], rows, left=1)
+    return out
+
+
+def _headline(r: dict) -> str:
+    parts = []
+    informative = r["informative_nodes"]
+    parts.append(
+        f"<p><b>{len(informative)}</b> of {r['latent_dim']} nodes are informative "
+        f"(MAD of mu above {r['config']['dispersion_threshold']:g}): "
+        f"{esc(', '.join(f'z{j}' for j in informative) or 'none')}.</p>"
+    )
+    rows, tracked = [], set()
+    for label, hit in r["label_nodes"].items():
+        if hit is None:
+            rows.append((esc(label), "no significant node", "-", "-", "-"))
+        else:
+            tracked.add(hit["node"])
+            rows.append(
+                (
+                    esc(label),
+                    f"z{hit['node']}",
+                    num(hit["mi"]),
+                    ci_text(hit["ci"]),
+                    num(hit["p_adjusted"]),
+                )
+            )
+    if rows:
+        parts.append(
+            table_html(["label", "node", "MI [nat]", "95% CI", "adjusted p"], rows, left=2)
+        )
+    significant = {row["node"] for row in r["mi"] if row["significant"]}
+    others = [j for j in informative if j not in significant]
+    if informative and r["labels"]:
+        parts.append(
+            "<p>Informative nodes related to no analysed label: "
+            f"{esc(', '.join(f'z{j}' for j in others) or 'none')}.</p>"
+        )
+    if r["warnings"]:
+        parts.append(f'<p>{len(r["warnings"])} caveat(s): see <a href="#caveats">the end</a>.</p>')
+    return f'<div class="headline">{"".join(parts)}</div>'
+
+
+def _dispersion(r: dict, figures) -> str:
+    rows = [
+        (f"z{d['node']}", num(d["mad"]), num(d["kl"])) for d in r["dispersion"] if d["informative"]
+    ]
+    text = figure_html("dispersion", figures)
+    if rows:
+        text += table_html(["node", "MAD of mu", "mean KL [nat]"], rows, left=1)
+    return text
+
+
+def _mi(r: dict, figures) -> str:
+    perm = r["permutations"]
+    text = ""
+    if r["mi"]:
+        text += (
+            f"<p>Estimator {esc(r['mi'][0]['estimator'])}; p-values from {num(perm['used'])} "
+            f"permutations of each label, (1 + #exceed)/(1 + B); {esc(perm['fdr'].upper())} "
+            f"over {perm['n_tests']} tests at alpha {perm['alpha']:g} (resolving it needs "
+            f"B >= {num(perm['needed'])}). Intervals: half-sampling without replacement, "
+            "re-centred on the full-sample estimate.</p>"
+        )
+    text += figure_html("mi_heatmap", figures) + figure_html("mi_matrix", figures)
+    ordered = sorted(r["mi"], key=lambda row: (r["labels"].index(row["label"]), -row["mi"]))
+    if ordered:
+        rows = [
+            (esc(row["label"]), f"z{row['node']}", num(row["n"]), num(row["mi"]),
+             ci_text(row["ci"]), num(row["p_value"]), num(row["p_adjusted"]),
+             "yes" if row["significant"] else "no")
+            for row in ordered
+        ]  # fmt: skip
+        header = ["label", "node", "n", "MI [nat]", "95% CI", "p", "adjusted p", "significant"]
+        text += table_html(header, rows, left=2, marks=[row["significant"] for row in ordered])
+    else:
+        text += "<p>No node-label pair was tested.</p>"
+    screen = r.get("screen")
+    if screen:
+        hits = [p for p in screen["pairs"] if p["significant"]]
+        listed = ", ".join(f"z{p['node']}-{p['label']}" for p in hits[:30]) or "none"
+        text += (
+            f"<p class='muted'>Screen of all {r['latent_dim']} nodes with the Gaussian-copula "
+            f"estimator ({num(screen['permutations'])} permutations; monotone dependence only): "
+            f"{len(hits)} significant pair(s): {esc(listed)}{' ...' if len(hits) > 30 else ''}.</p>"
+        )
+    for label in r["labels"]:
+        text += figure_html(f"scatter_{label}", figures)
+    return text
+
+
+def _independence(r: dict, figures) -> str:
+    ind = r["node_independence"]
+    if not ind:
+        return "<p>Fewer than two informative nodes: nothing to compare.</p>"
+    nodes, mat = ind["nodes"], ind["mi"]
+    pairs = [
+        (mat[i][j], nodes[i], nodes[j])
+        for i in range(len(nodes))
+        for j in range(i + 1, len(nodes))
+        if mat[i][j] is not None
+    ]
+    text = figure_html("independence", figures)
+    if pairs:
+        top, a, b = max(pairs)
+        text += f"<p>Largest MI between two informative nodes: z{a}-z{b}, {top:.3f} nat.</p>"
+    return text
+
+
+def _anomalies(r: dict) -> str:
+    an = r["anomalies"]
+    if not an:
+        return "<p>No anomaly scores (no informative node).</p>"
+    labels = [name for name in r["config"]["labels"] if an["top"] and name in an["top"][0]]
+    rows = [
+        (num(e["rank"]), esc(e["id"]), esc(e["object"]), num(e["score"]),
+         *(num(e.get(name)) for name in labels))
+        for e in an["top"]
+    ]  # fmt: skip
+    return (
+        f"<p>{esc(an['method'])}; {an['n_scored']} spectra scored (median score "
+        f"{num(an['median_score'])}).</p>"
+        + table_html(["rank", "id", "object", "score", *labels], rows, left=3)
+    )
+
+
+def _caveats(r: dict) -> str:
+    items = [esc(w) for w in r["warnings"]]
+    items += [
+        "MI is in nats. KSG estimates are nearly unbiased but noisy (small negative values "
+        "happen); the histogram indicator map is biased upward and only ranks nodes.",
+        "A significant MI says a node carries information about a label, not that it "
+        "encodes it alone or linearly; see the scatter plots and traversals.",
+        "The copula screen sees only monotone dependence and only flags candidates.",
+    ]
+    body = "".join(f"<li>{item}</li>" for item in items)
+    return f'<div class="warn" id="caveats"><ul>{body}</ul></div>'
+
+
+def render_report(result: dict, figures: Mapping[str, tuple[bytes, str]]) -> str:
+    """The whole report page from an analysis record and ``{name: (png, caption)}``."""
+    r = result
+    traversals = figure_html("traversals", figures) or (
+        "<p>Not drawn: traversals need the model (analyse with --data and --model, or add "
+        "--model to --latents) and at least one informative node.</p>"
+    )
+    sections = [
+        ("What was analysed", _what(r)),
+        ("Headline", _headline(r)),
+        ("Which nodes are alive: dispersion", _dispersion(r, figures)),
+        ("What the nodes know: mutual information with the labels", _mi(r, figures)),
+        ("Are the informative nodes independent?", _independence(r, figures)),
+        ("Anomalous spectra", _anomalies(r)),
+        ("Latent traversals", traversals),
+        ("Caveats and warnings", _caveats(r)),
+    ]
+    body = "".join(f"<h2>{esc(title)}</h2>{content}" for title, content in sections)
+    files = ", ".join(["analysis.json", *(f["file"] for f in r["figures"])])
+    return (
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+        "<title>specray latent-space analysis</title>"
+        f"<style>{STYLE}</style></head><body>"
+        "<h1>specray latent-space analysis</h1>"
+        f"<p class='muted'>Created {esc(r['created'])}. Numbers: {esc(files)} "
+        "next to this page.</p>"
+        f"{body}</body></html>\n"
+    )

@@ -1,0 +1,247 @@
+"""Scheduled retraining: ingest what is new, fine-tune, re-analyse, compare with last time.
+
+``retrain(raw, store, run, analysis)``:
+
+1. Takes a lock (``RUN/.retrain.lock``, created exclusively: a local ``O_EXCL`` create or
+   an S3 conditional put), so two schedulers firing at once cannot both write; the second
+   says so and exits 0. A lock older than ``stale_hours`` (a crashed run) is taken over.
+2. Ingests only new raw files (the store's manifest).
+3. With nothing new and an analysis already made for the current checkpoint, says so and
+   stops. Otherwise fine-tunes: the run resumes from its latest checkpoint for
+   ``train.finetune_epochs`` more epochs. From scratch (``from_scratch=True``, or when the
+   checkpoint's grid does not match the store) a new run folder ``RUN/scratch-<time>``
+   is trained and becomes the active run.
+4. Re-analyses into ``ANALYSIS/<time>/`` and compares with the previous analysis: which
+   label each node tracks now and before, MI changes, new anomalies. The comparison goes
+   into ``comparison.json``, into that report, and one line per retrain into
+   ``ANALYSIS/history.jsonl``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from specray import storage
+from specray.config import Config, apply
+from specray.data.ingest import ingest
+from specray.data.store import open_store
+from specray.train.checkpoint import CheckpointError, checkpoint_grid, latest_checkpoint
+
+log = logging.getLogger(__name__)
+
+LOCK_FILE = ".retrain.lock"
+HISTORY_FILE = "history.jsonl"
+ACTIVE_RUN_FILE = "active_run.json"
+
+
+class LockHeld(RuntimeError):
+    """Another retrain holds the lock."""
+
+
+def _stamp() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+def _create_exclusively(uri: str, body: bytes) -> bool:
+    """Create ``uri`` only if it does not exist; True if this call created it."""
+    if not storage.is_remote(uri):
+        path = storage.filesystem(uri)[1]
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        try:
+            handle = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return False
+        with os.fdopen(handle, "wb") as file:
+            file.write(body)
+        return True
+    import boto3
+    import botocore.exceptions
+
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    client = boto3.client("s3", endpoint_url=storage.s3_endpoint())
+    try:
+        client.put_object(Bucket=bucket, Key=key, Body=body, IfNoneMatch="*")
+    except botocore.exceptions.ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412"):
+            return False
+        raise
+    return True
+
+
+@contextmanager
+def exclusive_lock(uri: str, stale_hours: float = 12.0):
+    """Hold ``uri`` as a lock for the duration; LockHeld if someone else holds it."""
+    body = json.dumps({"pid": os.getpid(), "since": time.time()}).encode()
+    if not _create_exclusively(uri, body):
+        holder = json.loads(storage.read_text(uri) or "{}")
+        age_hours = (time.time() - holder.get("since", 0)) / 3600
+        if age_hours < stale_hours:
+            raise LockHeld(f"{uri} is held by another retrain (for {age_hours * 60:.0f} min)")
+        log.warning("%s: taking over a stale lock (%.1f h old)", uri, age_hours)
+        storage.remove(uri)
+        if not _create_exclusively(uri, body):
+            raise LockHeld(f"{uri} was taken by another retrain just now")
+    try:
+        yield
+    finally:
+        storage.remove(uri)
+
+
+@dataclass
+class RetrainSummary:
+    status: str
+    ingested: int = 0
+    run: str = ""
+    analysis: str = ""
+    comparison: dict = field(default_factory=dict)
+
+    def summary(self) -> str:
+        if self.status != "retrained":
+            return f"retrain: {self.status}"
+        lines = [f"retrain: ingested {self.ingested} new spectra; run {self.run}"]
+        for label, change in self.comparison.get("labels", {}).items():
+            lines.append(
+                f"  {label}: node {change['node_before']} -> {change['node_now']}, "
+                f"MI {change['mi_before']} -> {change['mi_now']} nats"
+            )
+        new = self.comparison.get("new_anomalies", [])
+        lines.append(f"  new anomalies: {', '.join(new) if new else 'none'}")
+        lines.append(f"  report: {storage.join(self.analysis, 'report.html')}")
+        return "\n".join(lines)
+
+
+def _read_jsonl(uri: str) -> list[dict]:
+    if not storage.exists(uri):
+        return []
+    return [json.loads(line) for line in storage.read_text(uri).splitlines() if line.strip()]
+
+
+def _top_anomaly_ids(analysis: dict) -> list[str]:
+    return [row["id"] for row in (analysis.get("anomalies") or {}).get("top", [])]
+
+
+def compare_analyses(before: dict | None, now: dict) -> dict:
+    """Label -> node now and before, with MI in nats; anomalies new since last time."""
+    old_nodes = (before or {}).get("label_nodes") or {}
+    new_nodes = now.get("label_nodes") or {}
+    labels = {}
+    for label in sorted(set(old_nodes) | set(new_nodes)):
+        old, new = old_nodes.get(label), new_nodes.get(label)
+        labels[label] = {
+            "node_before": old["node"] if old else None,
+            "node_now": new["node"] if new else None,
+            "mi_before": round(old["mi"], 4) if old else None,
+            "mi_now": round(new["mi"], 4) if new else None,
+        }
+    seen = set(_top_anomaly_ids(before or {}))
+    return {"labels": labels, "new_anomalies": [i for i in _top_anomaly_ids(now) if i not in seen]}
+
+
+def _active_run(run: str) -> str:
+    pointer = storage.join(run, ACTIVE_RUN_FILE)
+    return json.loads(storage.read_text(pointer))["run"] if storage.exists(pointer) else run
+
+
+def _training_config(active_run: str, store_grid, overrides: dict, from_scratch: bool):
+    """(config, run to train, whether it starts from scratch)."""
+    try:
+        checkpoint = latest_checkpoint(active_run)
+    except CheckpointError:
+        checkpoint = None
+    if checkpoint is None:
+        config = Config()
+        apply(config, overrides)
+        return config, active_run, True
+    meta = json.loads(storage.read_text(storage.join(checkpoint, "meta.json")))
+    config = Config.from_dict(meta["config"])
+    apply(config, overrides)
+    if from_scratch or checkpoint_grid(meta) != store_grid:
+        return config, None, True
+    config.train.epochs = meta["epoch"] + config.train.finetune_epochs
+    return config, active_run, False
+
+
+def _append_report(report_uri: str, comparison: dict, previous: str | None) -> None:
+    if not storage.exists(report_uri):
+        return
+    rows = "".join(
+        f"<tr><td>{label}</td><td>{c['node_before']}</td><td>{c['node_now']}</td>"
+        f"<td>{c['mi_before']}</td><td>{c['mi_now']}</td></tr>"
+        for label, c in comparison["labels"].items()
+    )
+    new = ", ".join(comparison["new_anomalies"]) or "none"
+    section = (
+        f"<section><h2>Compared with the previous analysis</h2><p>Previous: {previous}</p>"
+        "<table><tr><th>label</th><th>node before</th><th>node now</th>"
+        f"<th>MI before (nats)</th><th>MI now (nats)</th></tr>{rows}</table>"
+        f"<p>New anomalies: {new}</p></section>"
+    )
+    html = storage.read_text(report_uri)
+    storage.atomic_write_text(report_uri, html.replace("</body>", section + "</body>", 1))
+
+
+def retrain(
+    raw: str,
+    store: str,
+    run: str,
+    analysis: str | None = None,
+    overrides: dict | None = None,
+    grid: str = "demo",
+    labels: str | None = None,
+    from_scratch: bool = False,
+) -> RetrainSummary:
+    """One scheduled retraining cycle; see the module docstring."""
+    from specray.analysis.pipeline import analyze
+
+    analysis = analysis or storage.join(run, "analysis")
+    try:
+        with exclusive_lock(storage.join(run, LOCK_FILE)):
+            grid_name = (
+                open_store(store).grid
+                if storage.exists(storage.join(store, "store.json"))
+                else grid
+            )
+            report = ingest(raw, store, grid=grid_name, labels=labels)
+            history = _read_jsonl(storage.join(analysis, HISTORY_FILE))
+            active = _active_run(run)
+            config, target, scratch = _training_config(
+                active, open_store(store).grid, overrides or {}, from_scratch
+            )
+            if report.ingested == 0 and history and not scratch and not from_scratch:
+                return RetrainSummary("nothing new: no new spectra since the last retrain")
+            if target is None:
+                target = storage.join(run, f"scratch-{_stamp()}")
+                storage.atomic_write_text(
+                    storage.join(run, ACTIVE_RUN_FILE), json.dumps({"run": target})
+                )
+            from specray.train.trainer import train
+
+            log.info(
+                "retrain: %s %s", "training from scratch" if scratch else "fine-tuning", target
+            )
+            train(store, target, config)
+            out = storage.join(analysis, _stamp())
+            analyze(out, config, data=store, model=target)
+            now = json.loads(storage.read_text(storage.join(out, "analysis.json")))
+            previous = history[-1]["analysis"] if history else None
+            before = None
+            if previous:
+                before = json.loads(storage.read_text(storage.join(previous, "analysis.json")))
+            comparison = compare_analyses(before, now)
+            storage.atomic_write_text(
+                storage.join(out, "comparison.json"), json.dumps(comparison, indent=2)
+            )
+            _append_report(storage.join(out, "report.html"), comparison, previous)
+            entry = {"at": _stamp(), "ingested": report.ingested, "run": target, "analysis": out,
+                     "from_scratch": scratch, **comparison}  # fmt: skip
+            lines = "".join(json.dumps(item) + "\n" for item in history + [entry])
+            storage.atomic_write_text(storage.join(analysis, HISTORY_FILE), lines)
+            return RetrainSummary("retrained", report.ingested, target, out, comparison)
+    except LockHeld as exc:
+        return RetrainSummary(f"skipped, {exc}")

@@ -1,0 +1,214 @@
+"""``specray analyze``: planted latents, an end-to-end run on a trained model, grid checks."""
+
+import json
+import re
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from specray import schema
+from specray.analysis.encode import GridMismatchError
+from specray.analysis.pipeline import LatentTable, analyze, select
+from specray.cli import main
+from specray.config import AnalysisConfig, load_config
+from specray.data.store import open_or_create_store, open_store
+from specray.spectra.grid import named_grid
+from specray.train.checkpoint import load_trained_model
+from specray.train.trainer import train
+from tests.helpers import TOY_MODEL, write_toy_store
+
+pytestmark = pytest.mark.usefixtures("ray_session")
+
+KEYS = {
+    "n_spectra", "n_objects", "n_selected", "latent_dim", "labels", "selection",
+    "informative_nodes", "dispersion", "screen", "mi", "label_nodes", "node_independence",
+    "histogram_mi", "anomalies", "permutations", "config", "figures", "warnings", "source",
+}  # fmt: skip
+IMG = '<img src="data:image/png;base64,'
+
+
+def planted_table(path, n_objects=400, n_dup=100, seed=1):
+    """12 nodes: z2 = f(teff) monotone, z7 = g(rv) anti-symmetric (not monotone), z5 and z9
+    alive but label-free, the rest collapsed. ``n_dup`` objects have a second, lower-SNR
+    spectrum (selection must skip it), five of which sit far out in z5 and z9 (the
+    isolation forest must rank them first). One teff is a 5-sigma outlier; logg is a label
+    no node tracks."""
+    rng = np.random.default_rng(seed)
+    rv = rng.uniform(-100, 100, n_objects)
+    teff = rng.uniform(3500, 7000, n_objects)
+    teff[0] = 60_000.0
+    logg = rng.normal(4.3, 0.3, n_objects)
+    mu = rng.normal(0.0, 0.005, (n_objects, 12))
+    mu[:, 2] = 2.4 - 4.4 * (np.minimum(teff, 7000) - 3500) / 3500 + rng.normal(0, 0.3, n_objects)
+    mu[:, 7] = -rv / 30 * np.exp(-((rv / 70) ** 2)) + rng.normal(0, 0.2, n_objects)
+    mu[:, [5, 9]] = rng.normal(0.0, 0.5, (n_objects, 2))
+    dup = np.arange(1, n_dup + 1)
+    mu_dup = mu[dup] + rng.normal(0, 0.05, (n_dup, 12))
+    mu_dup[:5, 5] = [4.0, -4.5, 5.0, -5.5, 6.0]
+    mu_dup[:5, 9] = [-4.0, 4.5, 5.0, -5.5, 6.0]
+    suffix = ["-odd"] * 5 + ["-dup"] * (n_dup - 5)
+    objects = np.array([f"STAR-{i:04d}" for i in range(n_objects)])
+    columns = {
+        "id": [f"{o}-a" for o in objects]
+        + [o + x for o, x in zip(objects[dup], suffix, strict=True)],
+        "object": np.concatenate([objects, objects[dup]]),
+        "mu": np.vstack([mu, mu_dup]),
+        "rv": np.concatenate([rv, rv[dup]]),
+        "teff": np.concatenate([teff, teff[dup]]),
+        "logg": np.concatenate([logg, logg[dup]]),
+        "snr": np.concatenate([np.full(n_objects, 150.0), np.full(n_dup, 20.0)]),
+    }
+    logvar = np.zeros_like(columns["mu"])
+    logvar[:, [2, 5, 7, 9]] = np.log(0.01)
+    columns["logvar"] = logvar
+    table_schema = schema.latent_schema(12, ["rv", "teff", "logg", "snr"])
+    pq.write_table(schema.latent_table(columns, table_schema), path)
+    return columns
+
+
+def check_report(out, result):
+    page = (out / "report.html").read_text()
+    assert not re.search(r'(src|href)="(?!data:|#)', page), "the report must be self-contained"
+    assert "http://" not in page and "https://" not in page
+    assert page.count(IMG) == len(result["figures"])
+    for entry in result["figures"]:
+        assert f'id="fig-{entry["name"]}"' in page
+        assert (out / entry["file"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    return page
+
+
+def test_planted_latents_give_exactly_the_planted_nodes(tmp_path, capsys):
+    path = tmp_path / "planted.parquet"
+    planted_table(path)
+    out = tmp_path / "out"
+    argv = ["-q", "analyze", "--latents", str(path), "--out", str(out)]
+    argv += ["--labels", "rv,teff,logg,feh", "--permutations", "400", "--seed", "3"]
+    argv += ["--set", "analysis.ci_resamples=40"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    result = json.loads((out / "analysis.json").read_text())
+    assert set(result) >= KEYS
+    assert (result["n_spectra"], result["n_objects"], result["n_selected"]) == (500, 400, 400)
+    assert result["latent_dim"] == 12 and result["labels"] == ["rv", "teff", "logg"]
+    assert result["selection"]["per_label"]["teff"]["n_clipped"] == 1
+    assert result["informative_nodes"] == [2, 5, 7, 9]
+    assert [d["node"] for d in result["dispersion"] if d["informative"]] == [2, 5, 7, 9]
+    assert all(d["kl"] is not None for d in result["dispersion"])
+
+    assert len(result["mi"]) == 12 and result["permutations"]["used"] == 400
+    assert result["permutations"]["resolvable"] is True
+    significant = {(row["node"], row["label"]) for row in result["mi"] if row["significant"]}
+    assert significant == {(2, "teff"), (7, "rv")}
+    for row in result["mi"]:
+        low, high = row["ci"]  # floored at 0, while KSG estimates can dip below it
+        assert low <= max(row["mi"], 0.0) <= high and row["p_value"] <= row["p_adjusted"]
+    nodes = {label: (hit or {}).get("node") for label, hit in result["label_nodes"].items()}
+    assert nodes == {"rv": 7, "teff": 2, "logg": None}
+    assert result["label_nodes"]["teff"]["mi"] > 0.5
+
+    independence = np.array(result["node_independence"]["mi"], dtype=float)
+    assert independence.shape == (4, 4) and np.nanmax(independence) < 0.1
+    top = [entry["id"] for entry in result["anomalies"]["top"][:5]]
+    assert all(name.endswith("-odd") for name in top)
+    assert len(result["screen"]["pairs"]) == 36
+    assert any("'feh' is not in the latent table" in w for w in result["warnings"])
+    assert any("traversals need the model" in w for w in result["warnings"])
+
+    names = [entry["name"] for entry in result["figures"]]
+    assert names == [
+        "dispersion", "mi_heatmap", "mi_matrix", "scatter_rv", "scatter_teff", "scatter_logg",
+        "independence",
+    ]  # fmt: skip
+    check_report(out, result)
+    assert "rv: node 7" in printed and "teff: node 2" in printed and "report.html" in printed
+
+
+def test_selection_per_label_or_complete_cases():
+    """Best-SNR spectrum per object; labels dropped/clipped one by one unless complete_cases."""
+    n = 60
+    objects = np.repeat([f"S{i:02d}" for i in range(n // 2)], 2)
+    snr = np.tile([10.0, 50.0], n // 2)  # the second spectrum of each object is better
+    rv = np.linspace(-50, 50, n)
+    feh = np.where(np.arange(n) // 2 % 2 == 0, np.nan, 0.01 * np.arange(n))  # half the objects
+    rv[3] = 1e4  # far out: clipped at 5 sigma
+    table = LatentTable(
+        "mem", objects, objects, np.zeros((n, 2)), None, {"rv": rv, "feh": feh, "snr": snr}
+    )
+    notes = []
+    sel = select(table, AnalysisConfig(labels=["rv", "feh", "teff"]), notes)
+    assert list(sel.rows) == list(range(1, n, 2))
+    assert sel.info["per_label"]["rv"] == {"n_finite": 30, "n_clipped": 1, "n": 29}
+    assert sel.info["per_label"]["feh"]["n"] == 15 and "feh" not in sel.labels  # < 20: skipped
+    assert np.isnan(sel.labels["rv"][1]) and any("'teff' is not in" in w for w in notes)
+    joint = select(table, AnalysisConfig(labels=["rv", "feh"], complete_cases=True), [])
+    # the 15 objects with feh, best spectrum each (one point in 15 cannot be 5 sigma out)
+    assert list(joint.rows) == list(range(3, n, 4)) and joint.info["complete_cases"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny model trained for one epoch on the toy store (as in tests/train)."""
+    root = tmp_path_factory.mktemp("trained")
+    store, run = str(root / "store"), str(root / "run")
+    write_toy_store(store, n_objects=40, epochs=2, shards=2)
+    overrides = TOY_MODEL + ["train.lr=0.003", "train.batch_size=16", "train.epochs=1"]
+    train(store, run, load_config(overrides=overrides))
+    return store, run
+
+
+def test_end_to_end_from_a_trained_checkpoint(trained, tmp_path):
+    store, run = trained
+    out = tmp_path / "analysis"
+    config = load_config(
+        overrides=[
+            "analysis.labels=[rv, teff]",
+            "analysis.permutations=0",  # automatic: enough to resolve BH
+            "analysis.ci_resamples=20",
+            "analysis.dispersion_threshold=0",  # one epoch: MAD ~1e-4, keep every node
+            "analysis.encode_batch_size=16",
+        ]
+    )
+    summary = analyze(str(out), config, data=store, model=run)
+
+    table = pq.read_table(out / "latents.parquet")
+    assert table.num_rows == open_store(store).n_spectra() == 80
+    assert table.schema.field("mu").type == schema.tensor_type(np.float32, 8)
+    mu = schema.tensor_column_to_numpy(table["mu"])
+    assert mu.shape == (80, 8) and schema.tensor_column_to_numpy(table["logvar"]).shape == (80, 8)
+    assert schema.grid_from_schema(table.schema) == open_store(store).grid
+    assert schema.latent_info(table.schema)["checkpoint"].startswith(run)
+    shard = pq.read_table(open_store(store).shard_uris()[0])
+    ids = table["id"].to_pylist()
+    model, _ = load_trained_model(run)
+    with torch.no_grad():
+        flux = schema.tensor_column_to_numpy(shard["flux"][:4]).astype(np.float32)
+        expected, _ = model.encode(torch.from_numpy(flux).unsqueeze(1))
+    for k, spectrum_id in enumerate(shard["id"][:4].to_pylist()):
+        row = ids.index(spectrum_id)
+        np.testing.assert_allclose(mu[row], expected[k].numpy(), rtol=1e-4, atol=1e-5)
+        assert table["teff"][row].as_py() == shard["teff"][k].as_py()
+        assert table["rv"][row].as_py() == shard["rv"][k].as_py()
+
+    result = json.loads((out / "analysis.json").read_text())
+    assert set(result) >= KEYS and result == summary.result
+    assert result["n_spectra"] == 80 and result["n_objects"] == 40 == result["n_selected"]
+    assert result["informative_nodes"] and result["permutations"]["resolvable"] is True
+    assert len(result["mi"]) == 2 * len(result["informative_nodes"])
+    names = {entry["name"] for entry in result["figures"]}
+    assert {"dispersion", "mi_heatmap", "mi_matrix", "scatter_rv", "scatter_teff"} <= names
+    assert "traversals" in names
+    assert ("independence" in names) == (len(result["informative_nodes"]) > 1)
+    page = check_report(out, result)
+    assert "whole grid" in page  # the toy grid holds none of the zoom windows
+    assert "report.html" in summary.summary()
+
+
+def test_grid_mismatch_between_checkpoint_and_store_is_clear(trained, tmp_path):
+    _, run = trained
+    other = str(tmp_path / "other-store")
+    open_or_create_store(other, named_grid("linear:6000:6102.3:0.1"))
+    with pytest.raises(GridMismatchError, match=r"linear:5000:5102.3:0.1.*linear:6000:6102.3:0.1"):
+        analyze(str(tmp_path / "out"), load_config(), data=other, model=run)
+    assert not (tmp_path / "out" / "latents.parquet").exists()

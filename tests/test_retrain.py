@@ -1,0 +1,81 @@
+"""Scheduled retraining: new data, nothing new, and two retrains at once."""
+
+import shutil
+
+import pytest
+
+from specray.data.synth_store import synthesize
+from specray.retrain import LockHeld, compare_analyses, exclusive_lock, retrain
+from tests.conftest import ADP_FIXTURE, S1D_FIXTURE
+
+pytestmark = pytest.mark.usefixtures("ray_session")
+
+SMALL = {
+    "model": {"preset": "demo", "latent_dim": 8},
+    "loss": {"warmup_start": 5, "warmup_end": 20},
+    "train": {"epochs": 1, "finetune_epochs": 1, "batch_size": 8, "lr": 0.002},
+    "analysis": {"permutations": 99, "ci_resamples": 10, "labels": ["rv", "teff"]},
+}
+
+
+@pytest.mark.slow
+def test_new_data_is_ingested_fine_tuned_and_compared_nothing_new_exits(tmp_path):
+    raw, store, run = tmp_path / "raw", str(tmp_path / "store"), str(tmp_path / "run")
+    synthesize(str(raw), n_stars=8, mean_epochs=2.0, grid="demo", fmt="fits", seed=3)
+    labels = str(raw / "labels.csv")
+    first = retrain(str(raw), store, run, overrides=SMALL, labels=labels)
+    assert first.status == "retrained" and first.ingested > 10
+
+    again = retrain(str(raw), store, run, overrides=SMALL, labels=labels)
+    assert again.status.startswith("nothing new")
+
+    for fixture in (ADP_FIXTURE, S1D_FIXTURE):  # real spectra arrive
+        shutil.copy(fixture, raw)
+    second = retrain(str(raw), store, run, overrides=SMALL, labels=labels)
+    assert second.status == "retrained" and second.ingested == 2
+    assert second.run == run  # fine-tuned the same run
+    history = (tmp_path / "run" / "analysis" / "history.jsonl").read_text().splitlines()
+    assert len(history) == 2
+    report = (tmp_path / "run" / "analysis").glob("*/report.html")
+    assert any("Compared with the previous analysis" in p.read_text() for p in report)
+    from specray.train.trainer import read_history
+
+    assert [entry["epoch"] for entry in read_history(run)] == [1, 2]
+
+
+def test_a_second_retrain_exits_while_the_first_holds_the_lock(tmp_path):
+    run = tmp_path / "run"
+    with exclusive_lock(str(run / ".retrain.lock")):
+        result = retrain(str(tmp_path / "raw"), str(tmp_path / "store"), str(run))
+        assert result.status.startswith("skipped") and "held by another retrain" in result.status
+        assert not (tmp_path / "store").exists()  # it touched nothing
+    with exclusive_lock(str(run / ".retrain.lock")):
+        pass  # released, and can be taken again
+
+
+def test_the_lock_is_exclusive_on_s3(s3_bucket):
+    uri = f"{s3_bucket}/run/.retrain.lock"
+    with exclusive_lock(uri), pytest.raises(LockHeld), exclusive_lock(uri):
+        pass
+    with exclusive_lock(uri):
+        pass
+
+
+def test_compare_analyses_reports_node_changes_and_new_anomalies():
+    before = {
+        "label_nodes": {"rv": {"node": 3, "mi": 1.2}, "teff": None},
+        "anomalies": {"top": [{"id": "a"}, {"id": "b"}]},
+    }
+    now = {
+        "label_nodes": {"rv": {"node": 5, "mi": 1.5}, "teff": {"node": 2, "mi": 0.7}},
+        "anomalies": {"top": [{"id": "b"}, {"id": "c"}]},
+    }
+    comparison = compare_analyses(before, now)
+    assert comparison["labels"]["rv"] == {
+        "node_before": 3,
+        "node_now": 5,
+        "mi_before": 1.2,
+        "mi_now": 1.5,
+    }
+    assert comparison["labels"]["teff"]["node_before"] is None
+    assert comparison["new_anomalies"] == ["c"]
