@@ -112,19 +112,15 @@ def tensor_array(values: np.ndarray, dtype: np.dtype) -> pa.FixedShapeTensorArra
     return pa.FixedShapeTensorArray.from_numpy_ndarray(values)
 
 
-def spectra_table(columns: dict[str, object], schema: pa.Schema) -> pa.Table:
-    """Build a shard table from numpy columns; absent numeric columns become NaN.
-
-    ``columns['flux']`` is (n, L) float (normalised), ``columns['mask']`` (n, L) 0/1.
-    """
+def _table(columns: dict[str, object], schema: pa.Schema, tensors: dict[str, np.dtype]) -> pa.Table:
+    """Arrow table in ``schema`` from numpy columns: ``tensors`` name the (n, L) columns and
+    their dtypes, strings are stringified, absent numeric columns become NaN."""
     n = len(columns["id"])
     arrays = []
     for field in schema:
         name = field.name
-        if name == "flux":
-            arrays.append(tensor_array(columns["flux"], FLUX_DTYPE))
-        elif name == "mask":
-            arrays.append(tensor_array(columns["mask"], MASK_DTYPE))
+        if name in tensors:
+            arrays.append(tensor_array(np.asarray(columns[name]), tensors[name]))
         elif pa.types.is_string(field.type):
             arrays.append(pa.array([str(value) for value in columns[name]], pa.string()))
         else:
@@ -132,6 +128,14 @@ def spectra_table(columns: dict[str, object], schema: pa.Schema) -> pa.Table:
             values = np.full(n, np.nan) if values is None else np.asarray(values, np.float64)
             arrays.append(pa.array(values, pa.float64()))
     return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def spectra_table(columns: dict[str, object], schema: pa.Schema) -> pa.Table:
+    """Build a shard table from numpy columns; absent numeric columns become NaN.
+
+    ``columns['flux']`` is (n, L) float (normalised), ``columns['mask']`` (n, L) 0/1.
+    """
+    return _table(columns, schema, {"flux": FLUX_DTYPE, "mask": MASK_DTYPE})
 
 
 def grid_from_schema(schema: pa.Schema) -> Grid:
@@ -207,19 +211,7 @@ def latent_schema(
 
 def latent_table(columns: dict[str, object], schema: pa.Schema) -> pa.Table:
     """Build a latent table from numpy columns (``mu``/``logvar`` (n, D)); absent labels -> NaN."""
-    n = len(columns["id"])
-    arrays = []
-    for field in schema:
-        name = field.name
-        if name in ("mu", "logvar"):
-            arrays.append(tensor_array(np.asarray(columns[name]), LATENT_DTYPE))
-        elif pa.types.is_string(field.type):
-            arrays.append(pa.array([str(value) for value in columns[name]], pa.string()))
-        else:
-            values = columns.get(name)
-            values = np.full(n, np.nan) if values is None else np.asarray(values, np.float64)
-            arrays.append(pa.array(values, pa.float64()))
-    return pa.Table.from_arrays(arrays, schema=schema)
+    return _table(columns, schema, {"mu": LATENT_DTYPE, "logvar": LATENT_DTYPE})
 
 
 def latent_info(schema: pa.Schema) -> dict:
