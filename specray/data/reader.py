@@ -18,6 +18,7 @@ import zlib
 from collections import Counter
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
 
@@ -65,17 +66,16 @@ def read_store(store: Store, columns: list[str], shuffle: bool = False) -> ray.d
     return dataset.select_columns(columns)
 
 
-def _add_weights(batch: dict, weights: dict[str, float], balance: bool) -> dict:
-    objects = batch.pop("object")
-    batch["weight"] = np.array(
-        [weights.get(str(obj), 1.0) if balance else 1.0 for obj in objects], dtype=np.float32
-    )
-    return batch
+def _add_weights(batch: pa.Table, weights: dict[str, float], balance: bool) -> pa.Table:
+    objects = batch["object"].to_pylist()
+    values = [weights.get(obj, 1.0) if balance else 1.0 for obj in objects]
+    return batch.drop_columns(["object"]).append_column("weight", pa.array(values, pa.float32()))
 
 
-def _keep_split(batch: dict, val_fraction: float, validation: bool) -> dict:
-    keep = is_validation(batch["object"], val_fraction) == validation
-    return {name: column[keep] for name, column in batch.items()}
+def _keep_split(batch: pa.Table, val_fraction: float, validation: bool) -> pa.Table:
+    """Rows of one side of the split; Arrow keeps the tensor types even when none remain."""
+    keep = is_validation(np.array(batch["object"].to_pylist()), val_fraction) == validation
+    return batch.filter(pa.array(keep))
 
 
 def store_bytes(store: Store) -> int:
@@ -100,10 +100,10 @@ def training_datasets(
     for validation, shuffle in ((False, True), (True, False)):
         split = read_store(store, TRAIN_COLUMNS, shuffle=shuffle).map_batches(
             _keep_split,
-            batch_format="numpy",
+            batch_format="pyarrow",
             fn_kwargs={"val_fraction": val_fraction, "validation": validation},
         )
-        datasets.append(split.map_batches(_add_weights, batch_format="numpy", fn_kwargs=kwargs))
+        datasets.append(split.map_batches(_add_weights, batch_format="pyarrow", fn_kwargs=kwargs))
     if store_bytes(store) < materialize_below_mb * 2**20:
         datasets = [dataset.materialize() for dataset in datasets]
     return datasets[0], datasets[1], store

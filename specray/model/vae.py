@@ -166,6 +166,32 @@ class SingleChannelConv1d(nn.Conv1d):
         return out.view(b, 1, -1)
 
 
+def _variance_preserving_init(module: nn.Module) -> None:
+    """He initialisation for LeakyReLU(0.1), zero biases.
+
+    PyTorch's default initialisation scales each layer's output by about 1/sqrt(3); through
+    11-15 stacked convolutions the signal (and the gradient) all but vanishes, and a fresh
+    network settles on the mean spectrum, ignoring its latent code. Scaling each layer's
+    weights by gain / sqrt(fan-in) keeps the variance through the stack. For a transposed
+    convolution each output sums ``in_channels * kernel / stride`` inputs, which is its
+    true fan-in. ``fc11``/``fc12``/``fc2`` and ``predict0`` feed no activation (gain 1).
+    """
+    if isinstance(module, nn.ConvTranspose1d):
+        fan_in = module.in_channels * module.kernel_size[0] / module.stride[0]
+        gain = nn.init.calculate_gain("leaky_relu", LEAKY_SLOPE)
+    elif isinstance(module, SingleChannelConv1d):
+        fan_in, gain = module.kernel_size[0], 1.0
+    elif isinstance(module, nn.Conv1d):
+        fan_in = module.in_channels * module.kernel_size[0]
+        gain = nn.init.calculate_gain("leaky_relu", LEAKY_SLOPE)
+    elif isinstance(module, nn.Linear):
+        fan_in, gain = module.in_features, 1.0
+    else:
+        return
+    nn.init.normal_(module.weight, 0.0, gain / fan_in**0.5)
+    nn.init.zeros_(module.bias)
+
+
 class SpectrumVAE(nn.Module):
     """Convolutional beta-VAE on (B, 1, L) spectra; see the module docstring for the layout."""
 
@@ -191,6 +217,7 @@ class SpectrumVAE(nn.Module):
             self.add_module(f"deconv{i}", nn.Sequential(layer, _act()))
         self.predict0 = SingleChannelConv1d(3)
         self._n = n
+        self.apply(_variance_preserving_init)
 
     def config(self) -> dict:
         """The resolved architecture as a plain dict; ``build_model(**model.config())``."""
