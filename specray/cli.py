@@ -95,7 +95,8 @@ def _add_train(commands) -> None:
 def _tune(args: argparse.Namespace) -> int:
     from specray.train.tune import tune
 
-    print(tune(args.data, args.out, _config(args, [f"tune.samples={args.samples}"])).summary())
+    samples = [] if args.samples is None else [f"tune.samples={args.samples}"]
+    print(tune(args.data, args.out, _config(args, samples)).summary())
     return 0
 
 
@@ -103,7 +104,7 @@ def _add_tune(commands) -> None:
     parser = commands.add_parser("tune", help="search latent size and beta (Ray Tune)")
     parser.add_argument("--data", required=True, help="store folder or s3:// prefix")
     parser.add_argument("--out", required=True, help="experiment folder (re-run resumes)")
-    parser.add_argument("--samples", type=int, default=8, help="number of trials")
+    parser.add_argument("--samples", type=int, help="number of trials (tune.samples, 8)")
     _add_config_options(parser)
     parser.set_defaults(run=_tune)
 
