@@ -21,7 +21,7 @@ SMALL = {
 @pytest.mark.slow
 def test_new_data_is_ingested_fine_tuned_and_compared_nothing_new_exits(tmp_path):
     raw, store, run = tmp_path / "raw", str(tmp_path / "store"), str(tmp_path / "run")
-    synthesize(str(raw), n_stars=8, mean_epochs=2.0, grid="demo", fmt="fits", seed=3)
+    synthesize(str(raw), n_stars=24, mean_epochs=2.0, grid="demo", fmt="fits", seed=3)
     labels = str(raw / "labels.csv")
     first = retrain(str(raw), store, run, overrides=SMALL, labels=labels)
     assert first.status == "retrained" and first.ingested > 10

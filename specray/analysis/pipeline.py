@@ -499,7 +499,9 @@ def analyze(
     tests = assess_nodes(mu, sel.labels, cfg, notes, logvar)
     informative, rows = tests.informative, tests.rows
     independence = None
-    if len(informative) >= 2:
+    if len(informative) >= 2 and len(mu) < MIN_LABELLED:
+        notes.append(f"only {len(mu)} spectra selected: node independence not estimated")
+    elif len(informative) >= 2:
         matrix = pairwise_node_mi(mu, informative, method=INDEPENDENCE_METHOD, seed=cfg.seed)
         independence = {"nodes": informative, "estimator": "ksg(k=3,copula)", "mi": matrix}
     histogram = _histogram_mi(mu, sel.labels) if labels else None

@@ -12,7 +12,7 @@ from specray import schema
 from specray.analysis.encode import GridMismatchError
 from specray.analysis.pipeline import LatentTable, analyze, select
 from specray.cli import main
-from specray.config import AnalysisConfig, load_config
+from specray.config import AnalysisConfig, Config, load_config
 from specray.data.store import open_or_create_store, open_store
 from specray.spectra.grid import named_grid
 from specray.train.checkpoint import load_trained_model
@@ -212,3 +212,22 @@ def test_grid_mismatch_between_checkpoint_and_store_is_clear(trained, tmp_path):
     with pytest.raises(GridMismatchError, match=r"linear:5000:5102.3:0.1.*linear:6000:6102.3:0.1"):
         analyze(str(tmp_path / "out"), load_config(), data=other, model=run)
     assert not (tmp_path / "out" / "latents.parquet").exists()
+
+
+def test_too_few_spectra_are_reported_not_fatal(tmp_path, ray_session):
+    """Eight stars: every label and the independence matrix are skipped with a warning."""
+    rng = np.random.default_rng(0)
+    n, d = 8, 4
+    mu = rng.normal(0, 0.001, (n, d))
+    mu[:, :2] = rng.normal(0, 1.0, (n, 2))
+    columns = {"id": [f"s{i}" for i in range(n)], "object": [f"o{i}" for i in range(n)],
+               "mu": mu, "logvar": np.zeros((n, d)), "rv": rng.normal(size=n),
+               "teff": rng.normal(5000, 500, n), "snr": np.full(n, 50.0)}  # fmt: skip
+    path = tmp_path / "latents.parquet"
+    pq.write_table(schema.latent_table(columns, schema.latent_schema(d, ("rv", "teff"))), path)
+    summary = analyze(str(tmp_path / "out"), Config(), latents=str(path))
+    result = json.loads((tmp_path / "out" / "analysis.json").read_text())
+    assert result["informative_nodes"] == [0, 1] and result["mi"] == []
+    assert any("only 8 values" in w for w in result["warnings"])
+    assert any("independence not estimated" in w for w in result["warnings"])
+    assert summary is not None
