@@ -9,7 +9,6 @@ names. Timings on a shared machine are noisy; the ratio is the number to compare
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import logging
 import math
@@ -177,11 +176,8 @@ def demo_spectra(n: int, grid, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 def write_demo_store(uri: str, n_spectra: int, per_object: int = 3, seed: int = 0, shards: int = 2):
     """A store on the ``demo`` grid (16,384 pixels) of synthetic toy spectra, written the
     way the ingest sink writes shards (zstd, ~32 MiB row groups); returns the store."""
-    import pyarrow.parquet as pq
-
-    from specray import schema, storage
-    from specray.data.shards import ROW_GROUP_BYTES
-    from specray.data.store import SHARDS_DIR, now, open_or_create_store
+    from specray.data.shards import add_prepared_rows
+    from specray.data.store import open_or_create_store
     from specray.spectra.grid import named_grid
 
     grid = named_grid("demo")
@@ -191,26 +187,20 @@ def write_demo_store(uri: str, n_spectra: int, per_object: int = 3, seed: int = 
     ids = [f"{obj}-e{i % per_object}" for i, obj in enumerate(objects)]
     padded = np.stack([grid.pad(row) for row in flux])
     masks = np.tile(grid.mask, (n_spectra, 1))
-    manifest = []
-    for part, rows in enumerate(np.array_split(np.arange(n_spectra), shards)):
-        columns = {
-            "id": [ids[i] for i in rows], "object": objects[rows], "source": [ids[i] for i in rows],
-            "flux": padded[rows], "mask": masks[rows], "norm": np.ones(rows.size),
-            "rv": rv[rows], "snr": np.full(rows.size, 100.0),
+    parts = [
+        {
+            "id": [ids[i] for i in rows],
+            "object": objects[rows],
+            "source": [ids[i] for i in rows],
+            "flux": padded[rows],
+            "mask": masks[rows],
+            "norm": np.ones(rows.size),
+            "rv": rv[rows],
+            "snr": np.full(rows.size, 100.0),
         }  # fmt: skip
-        table = schema.spectra_table(columns, store.schema)
-        per_row = max(1, table.nbytes // max(1, table.num_rows))
-        buffer = io.BytesIO()
-        pq.write_table(
-            table, buffer, compression="zstd", row_group_size=max(1, ROW_GROUP_BYTES // per_row)
-        )
-        name = f"part-bench-{part:05d}.parquet"
-        storage.atomic_write_bytes(storage.join(uri, SHARDS_DIR, name), buffer.getvalue())
-        manifest += [
-            {"source": ids[i], "id": ids[i], "status": "ingested", "shard": name, "at": now()}
-            for i in rows
-        ]
-    store.commit(manifest, [])
+        for rows in np.array_split(np.arange(n_spectra), shards)
+    ]
+    add_prepared_rows(store, parts, "bench")
     return store
 
 

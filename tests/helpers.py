@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
-import pyarrow.parquet as pq
 
-from specray import schema, storage
-from specray.data.store import SHARDS_DIR, now, open_or_create_store
+from specray.data.shards import add_prepared_rows
+from specray.data.store import open_or_create_store
 from specray.spectra.grid import SPEED_OF_LIGHT_KMS, named_grid
 
 TOY_GRID = "linear:5000:5102.3:0.1"  # 1,024 pixels
@@ -45,21 +42,19 @@ def write_toy_store(uri: str, n_objects: int = 60, epochs: int = 3, seed: int = 
     ids = [f"{obj}-e{i % epochs}" for i, obj in enumerate(objects)]
     padded = np.stack([grid.pad(row.astype(np.float32)) for row in flux])
     masks = np.tile(grid.mask, (rv.size, 1))
-    manifest = []
-    for part, rows in enumerate(np.array_split(np.arange(rv.size), shards)):
-        columns = {
-            "id": [ids[i] for i in rows], "object": objects[rows], "source": [ids[i] for i in rows],
-            "flux": padded[rows], "mask": masks[rows], "norm": np.ones(rows.size),
-            "rv": rv[rows], "teff": teff[rows], "snr": np.full(rows.size, 100.0),
+    parts = [
+        {
+            "id": [ids[i] for i in rows],
+            "object": objects[rows],
+            "source": [ids[i] for i in rows],
+            "flux": padded[rows],
+            "mask": masks[rows],
+            "norm": np.ones(rows.size),
+            "rv": rv[rows],
+            "teff": teff[rows],
+            "snr": np.full(rows.size, 100.0),
         }  # fmt: skip
-        table = schema.spectra_table(columns, store.schema)
-        buffer = io.BytesIO()
-        pq.write_table(table, buffer)
-        name = f"part-toy-{part:05d}.parquet"
-        storage.atomic_write_bytes(storage.join(uri, SHARDS_DIR, name), buffer.getvalue())
-        manifest += [
-            {"source": ids[i], "id": ids[i], "status": "ingested", "shard": name, "at": now()}
-            for i in rows
-        ]
-    store.commit(manifest, [])
+        for rows in np.array_split(np.arange(rv.size), shards)
+    ]
+    add_prepared_rows(store, parts, "toy")
     return {"id": ids, "object": objects, "rv": rv, "teff": teff}

@@ -21,8 +21,8 @@ import pyarrow.parquet as pq
 from ray.data.block import BlockAccessor
 from ray.data.datasource import Datasink
 
-from specray import storage
-from specray.data.store import SHARDS_DIR, now
+from specray import schema, storage
+from specray.data.store import SHARDS_DIR, Store, now
 
 log = logging.getLogger(__name__)
 
@@ -112,24 +112,43 @@ class ShardSink(Datasink):
     def _flush(self, tables: list[pa.Table], task_idx: int, result: SinkResult) -> None:
         table = pa.concat_tables(tables)
         name = f"part-{self.run_id}-{task_idx:05d}-{len(result.shards):03d}.parquet"
-        rows = table.select(self.store_schema.names).cast(self.store_schema)
-        bytes_per_row = max(1, rows.nbytes // max(1, rows.num_rows))
-        buffer = io.BytesIO()
-        pq.write_table(
-            rows,
-            buffer,
-            row_group_size=max(1, ROW_GROUP_BYTES // bytes_per_row),
-            compression="zstd",
-        )
-        storage.atomic_write_bytes(
-            storage.join(self.store_uri, SHARDS_DIR, name), buffer.getvalue()
+        size = write_shard(
+            self.store_uri, table.select(self.store_schema.names), self.store_schema, name
         )
         result.shards.append(name)
         result.manifest += _records(table, name)
-        log.info("wrote shard %s (%d spectra, %.1f MB)", name, rows.num_rows, buffer.tell() / 1e6)
+        log.info("wrote shard %s (%d spectra, %.1f MB)", name, table.num_rows, size / 1e6)
 
     def on_write_complete(self, write_result) -> None:
         for part in write_result.write_returns:
             self.result.manifest += part.manifest
             self.result.quarantine += part.quarantine
             self.result.shards += part.shards
+
+
+def write_shard(store_uri: str, rows: pa.Table, store_schema: pa.Schema, name: str) -> int:
+    """Write ``rows`` as ``<store>/shards/<name>`` atomically; return its size in bytes."""
+    rows = rows.cast(store_schema)
+    bytes_per_row = max(1, rows.nbytes // max(1, rows.num_rows))
+    buffer = io.BytesIO()
+    pq.write_table(
+        rows, buffer, row_group_size=max(1, ROW_GROUP_BYTES // bytes_per_row), compression="zstd"
+    )
+    storage.atomic_write_bytes(storage.join(store_uri, SHARDS_DIR, name), buffer.getvalue())
+    return buffer.tell()
+
+
+def add_prepared_rows(store: Store, parts: list[dict], prefix: str) -> None:
+    """Write column dicts already on the store's grid (see schema.spectra_table) as one
+    shard each and commit them: for tests and benchmarks that need a store of known
+    content without the ingest pipeline."""
+    manifest = []
+    for number, columns in enumerate(parts):
+        name = f"part-{prefix}-{number:05d}.parquet"
+        write_shard(store.uri, schema.spectra_table(columns, store.schema), store.schema, name)
+        stamp = now()
+        manifest += [
+            {"source": i, "id": i, "status": "ingested", "shard": name, "at": stamp}
+            for i in columns["id"]
+        ]
+    store.commit(manifest, [])
