@@ -30,7 +30,8 @@ from datetime import UTC, datetime
 from specray import storage
 from specray.config import Config, apply
 from specray.data.ingest import ingest
-from specray.data.store import open_store
+from specray.data.store import STORE_FILE, open_store
+from specray.spectra.grid import named_grid
 from specray.train.checkpoint import CheckpointError, checkpoint_grid, latest_checkpoint
 
 log = logging.getLogger(__name__)
@@ -116,12 +117,6 @@ class RetrainSummary:
         return "\n".join(lines)
 
 
-def _read_jsonl(uri: str) -> list[dict]:
-    if not storage.exists(uri):
-        return []
-    return [json.loads(line) for line in storage.read_text(uri).splitlines() if line.strip()]
-
-
 def _top_anomaly_ids(analysis: dict) -> list[str]:
     return [row["id"] for row in (analysis.get("anomalies") or {}).get("top", [])]
 
@@ -202,16 +197,13 @@ def retrain(
     analysis = analysis or storage.join(run, "analysis")
     try:
         with exclusive_lock(storage.join(run, LOCK_FILE)):
-            grid_name = (
-                open_store(store).grid
-                if storage.exists(storage.join(store, "store.json"))
-                else grid
-            )
-            report = ingest(raw, store, grid=grid_name, labels=labels)
-            history = _read_jsonl(storage.join(analysis, HISTORY_FILE))
+            existing = storage.exists(storage.join(store, STORE_FILE))
+            store_grid = open_store(store).grid if existing else named_grid(grid)
+            report = ingest(raw, store, grid=store_grid, labels=labels)
+            history = storage.read_jsonl(storage.join(analysis, HISTORY_FILE))
             active = _active_run(run)
             config, target, scratch = _training_config(
-                active, open_store(store).grid, overrides or {}, from_scratch
+                active, store_grid, overrides or {}, from_scratch
             )
             if report.ingested == 0 and history and not scratch and not from_scratch:
                 return RetrainSummary("nothing new: no new spectra since the last retrain")
@@ -240,8 +232,7 @@ def retrain(
             _append_report(storage.join(out, "report.html"), comparison, previous)
             entry = {"at": _stamp(), "ingested": report.ingested, "run": target, "analysis": out,
                      "from_scratch": scratch, **comparison}  # fmt: skip
-            lines = "".join(json.dumps(item) + "\n" for item in history + [entry])
-            storage.atomic_write_text(storage.join(analysis, HISTORY_FILE), lines)
+            storage.write_jsonl(storage.join(analysis, HISTORY_FILE), history + [entry])
             return RetrainSummary("retrained", report.ingested, target, out, comparison)
     except LockHeld as exc:
         return RetrainSummary(f"skipped, {exc}")

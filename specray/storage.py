@@ -13,6 +13,7 @@ only when its upload completes, so a killed writer leaves nothing a reader would
 
 from __future__ import annotations
 
+import json
 import os
 import posixpath
 import uuid
@@ -132,6 +133,18 @@ def atomic_write_bytes(uri: str, data: bytes) -> None:
 
 def atomic_write_text(uri: str, text: str) -> None:
     atomic_write_bytes(uri, text.encode("utf-8"))
+
+
+def read_jsonl(uri: str) -> list[dict]:
+    """The records of a JSON-lines file; [] when it does not exist yet."""
+    if not exists(uri):
+        return []
+    return [json.loads(line) for line in read_text(uri).splitlines() if line.strip()]
+
+
+def write_jsonl(uri: str, records: list[dict]) -> None:
+    """Rewrite a JSON-lines file whole, atomically."""
+    atomic_write_text(uri, "".join(json.dumps(record) + "\n" for record in records))
 
 
 def remove(uri: str) -> None:

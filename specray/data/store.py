@@ -42,16 +42,6 @@ def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def _read_jsonl(uri: str) -> list[dict]:
-    if not storage.exists(uri):
-        return []
-    return [json.loads(line) for line in storage.read_text(uri).splitlines() if line.strip()]
-
-
-def _write_jsonl(uri: str, records: list[dict]) -> None:
-    storage.atomic_write_text(uri, "".join(json.dumps(record) + "\n" for record in records))
-
-
 @dataclass
 class Store:
     """An opened store: its grid, label columns and records."""
@@ -106,8 +96,8 @@ class Store:
         """Append records and rewrite the manifest and quarantine atomically."""
         self.manifest.extend(new_manifest)
         self.quarantine.extend(new_quarantine)
-        _write_jsonl(self.path(QUARANTINE_FILE), self.quarantine)
-        _write_jsonl(self.path(MANIFEST_FILE), self.manifest)
+        storage.write_jsonl(self.path(QUARANTINE_FILE), self.quarantine)
+        storage.write_jsonl(self.path(MANIFEST_FILE), self.manifest)
 
 
 def open_store(uri: str) -> Store:
@@ -120,8 +110,8 @@ def open_store(uri: str) -> Store:
         uri=uri,
         grid=Grid.from_json(json.dumps(descriptor["grid"])),
         extra_labels=tuple(descriptor.get("extra_labels", ())),
-        manifest=_read_jsonl(storage.join(uri, MANIFEST_FILE)),
-        quarantine=_read_jsonl(storage.join(uri, QUARANTINE_FILE)),
+        manifest=storage.read_jsonl(storage.join(uri, MANIFEST_FILE)),
+        quarantine=storage.read_jsonl(storage.join(uri, QUARANTINE_FILE)),
     )
 
 

@@ -9,7 +9,6 @@ rewrites ``RUN/metrics.jsonl`` from the history, so a resumed run never repeats 
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 import time
@@ -158,11 +157,6 @@ def _report(model, optimizer, state, metrics, config: Config, meta: dict, last: 
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
 
 
-def _write_metrics(run_uri: str, history: list[dict]) -> None:
-    text = "".join(json.dumps(entry) + "\n" for entry in history)
-    storage.atomic_write_text(storage.join(run_uri, METRICS_FILE), text)
-
-
 def train_loop_per_worker(loop_config: dict) -> None:
     """Ray Train entry point; ``loop_config`` holds the config dict, grid, run URI and meta."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -191,7 +185,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         metrics["seconds"] = round(time.monotonic() - started, 2)
         state.history.append(metrics)
         if rank == 0:
-            _write_metrics(run_uri, state.history)
+            storage.write_jsonl(storage.join(run_uri, METRICS_FILE), state.history)
             log.info(
                 "epoch %d/%d step %d train_loss %.5f val_loss %.5f active_nodes %d (%.1f s)",
                 state.epoch, config.train.epochs, state.step, metrics["train_loss"],

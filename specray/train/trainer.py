@@ -64,7 +64,7 @@ def run_config(run_uri: str, config: Config, callbacks=None) -> RunConfig:
     )
 
 
-def _check_resume(run_uri: str, grid: Grid, architecture_hint: Config) -> None:
+def _check_resume(run_uri: str, grid: Grid, config: Config) -> None:
     """Say whether this run resumes; refuse a checkpoint made for another grid."""
     try:
         checkpoint = latest_checkpoint(run_uri)
@@ -79,15 +79,13 @@ def _check_resume(run_uri: str, grid: Grid, architecture_hint: Config) -> None:
         )
     log.info(
         "%s: resuming from the latest checkpoint (epoch %d, step %d) towards %d epochs",
-        run_uri, meta["epoch"], meta["step"], architecture_hint.train.epochs,
+        run_uri, meta["epoch"], meta["step"], config.train.epochs,
     )  # fmt: skip
 
 
 def read_history(run_uri: str) -> list[dict]:
-    uri = storage.join(run_uri, METRICS_FILE)
-    if not storage.exists(uri):
-        return []
-    return [json.loads(line) for line in storage.read_text(uri).splitlines() if line.strip()]
+    """The per-epoch metrics of a run (RUN/metrics.jsonl)."""
+    return storage.read_jsonl(storage.join(run_uri, METRICS_FILE))
 
 
 def build_trainer(store_uri: str, run_uri: str, config: Config, callbacks=None) -> TorchTrainer:

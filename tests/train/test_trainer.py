@@ -79,6 +79,6 @@ def test_training_from_and_to_s3(s3_bucket):
     assert meta["epoch"] == 1 and len(read_history(run)) == 1
 
 
-def test_missing_run_and_grid_mismatch_are_clear(tmp_path):
+def test_a_missing_run_is_named(tmp_path):
     with pytest.raises(CheckpointError, match="no such run"):
         latest_checkpoint(str(tmp_path / "nothing"))
