@@ -1,7 +1,11 @@
-"""The main job end to end: synth -> ingest -> train -> analyse -> report, on a small survey.
+"""The main job end to end at full size, as the README's first command runs it.
 
-The full-size demo (300 stars, ~85 epochs) is timed by hand and in the issue notes; here a
-reduced survey checks the wiring and the outputs a user relies on in minutes.
+synth -> ingest -> train -> analyse -> report on the default synthetic survey, with the
+default settings, must reproduce the paper's headline in miniature: one latent node tracks
+the radial velocity, another the effective temperature, both significant after the
+false-discovery-rate correction, and further nodes stay alive. The truth is the survey's
+own labels, which the network never sees. pytest's --durations line shows how long it took
+(the demo also prints it); the issue's target is well under 15 minutes on 2 cores.
 """
 
 import json
@@ -12,20 +16,31 @@ from specray.cli import main
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_session")]
 
+MIN_MI_NATS = 0.5
+"""A node 'tracks' a label when their mutual information exceeds this (about a correlation
+of 0.63 for Gaussian variables); the paper's headline nodes carry roughly 1 nat or more."""
 
-def test_demo_runs_every_stage_and_summarises(tmp_path, capsys):
+
+def test_demo_finds_an_rv_node_and_a_teff_node_and_summarises(tmp_path, capsys):
     out = tmp_path / "demo"
-    settings = ["train.epochs=3", "analysis.permutations=199", "analysis.ci_resamples=20"]
-    args = ["demo", "--out", str(out), "--stars", "25"]
-    assert main(args + [arg for item in settings for arg in ("--set", item)]) == 0
+    assert main(["demo", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "report" in printed and "demo finished in" in printed
-    assert len(list((out / "raw").glob("*.fits"))) > 25
-    assert (out / "store" / "manifest.jsonl").exists()
-    metrics = (out / "run" / "metrics.jsonl").read_text().splitlines()
-    assert [json.loads(line)["epoch"] for line in metrics] == [1, 2, 3]
+    assert "demo finished in" in printed and str(out / "analysis" / "report.html") in printed
+
     analysis = json.loads((out / "analysis" / "analysis.json").read_text())
-    assert analysis["latent_dim"] == 32 and analysis["n_objects"] <= 25
-    assert set(analysis["label_nodes"]) == {"rv", "teff", "logg", "feh"}
+    rv, teff = analysis["label_nodes"]["rv"], analysis["label_nodes"]["teff"]
+    assert rv is not None and teff is not None, analysis["label_nodes"]
+    assert rv["node"] != teff["node"]
+    alpha = analysis["config"]["alpha"]
+    for label, found in (("rv", rv), ("teff", teff)):
+        assert found["p_adjusted"] < alpha, (label, found)
+        assert found["mi"] > MIN_MI_NATS, (label, found)
+        assert f"{label}: node {found['node']}" in printed
+    assert len(analysis["informative_nodes"]) >= 3  # further live nodes beyond the two
+
+    assert len(list((out / "raw").glob("*.fits"))) > 300
+    assert (out / "store" / "manifest.jsonl").exists()
+    metrics = [json.loads(line) for line in (out / "run" / "metrics.jsonl").read_text().split()]
+    assert [entry["epoch"] for entry in metrics] == list(range(1, len(metrics) + 1))
     html = (out / "analysis" / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 3

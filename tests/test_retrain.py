@@ -1,6 +1,12 @@
 """Scheduled retraining: new data, nothing new, and two retrains at once."""
 
+import json
+import multiprocessing
+import os
 import shutil
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -59,6 +65,60 @@ def test_the_lock_is_exclusive_on_s3(s3_bucket):
         pass
     with exclusive_lock(uri):
         pass
+
+
+def _race_for_lock(uri: str, start, hold_s: float) -> bool:
+    """In a child process: wait for the start signal, then try to take the lock."""
+    start.wait()
+    try:
+        with exclusive_lock(uri):
+            time.sleep(hold_s)
+            return True
+    except LockHeld:
+        return False
+
+
+def _race(uri: str, racers: int = 4) -> list[bool]:
+    """``racers`` processes released at once try to take ``uri``; who got it."""
+    context = multiprocessing.get_context("spawn")
+    with context.Manager() as manager, context.Pool(racers) as pool:
+        start = manager.Event()
+        pending = [pool.apply_async(_race_for_lock, (uri, start, 2.0)) for _ in range(racers)]
+        time.sleep(3.0)  # every child is waiting on the event
+        start.set()
+        return [result.get(timeout=60) for result in pending]
+
+
+def test_processes_racing_for_the_lock_one_wins_locally(tmp_path):
+    won = _race(str(tmp_path / "run" / ".retrain.lock"))
+    assert sorted(won) == [False, False, False, True]
+    assert not (tmp_path / "run" / ".retrain.lock").exists()
+
+
+def test_processes_racing_for_the_lock_one_wins_on_s3(s3_bucket):
+    won = _race(f"{s3_bucket}/run/.retrain.lock")
+    assert sorted(won) == [False, False, False, True]
+
+
+@pytest.mark.slow
+def test_two_scheduled_retrains_at_once_one_runs_the_other_exits(tmp_path, ray_session):
+    raw, store, run = tmp_path / "raw", tmp_path / "store", tmp_path / "run"
+    synthesize(str(raw), n_stars=12, mean_epochs=2.0, grid="demo", fmt="fits", seed=5)
+    settings = [f"{section}.{key}={json.dumps(value)}"
+                for section, values in SMALL.items() for key, value in values.items()]  # fmt: skip
+    command = [sys.executable, "-m", "specray.cli", "retrain", "--raw", str(raw),
+               "--store", str(store), "--run", str(run), "--labels", str(raw / "labels.csv")]  # fmt: skip
+    command += [arg for setting in settings for arg in ("--set", setting)]
+    env = {**os.environ, "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address}
+    pair = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True) for _ in "ab"]
+    outputs = [process.communicate(timeout=600)[0] for process in pair]
+    assert [process.returncode for process in pair] == [0, 0]
+    assert sorted(out.split(":")[1].split()[0] for out in outputs) == ["ingested", "skipped,"]
+    manifest = [json.loads(line) for line in (store / "manifest.jsonl").read_text().splitlines()]
+    sources = [row["source"] for row in manifest]
+    assert len(sources) == len(set(sources)) == len(list(raw.glob("*.fits")))
+    assert len((run / "analysis" / "history.jsonl").read_text().splitlines()) == 1
+    assert not (run / ".retrain.lock").exists()
 
 
 def test_compare_analyses_reports_node_changes_and_new_anomalies():

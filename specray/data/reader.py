@@ -106,4 +106,7 @@ def training_datasets(
         datasets.append(split.map_batches(_add_weights, batch_format="pyarrow", fn_kwargs=kwargs))
     if store_bytes(store) < materialize_below_mb * 2**20:
         datasets = [dataset.materialize() for dataset in datasets]
+    for dataset in datasets:  # re-read every epoch: progress bars would flood the log
+        dataset.context.enable_progress_bars = False
+        dataset.context.print_on_execution_start = False
     return datasets[0], datasets[1], store
