@@ -58,7 +58,7 @@ def _add_demo(commands) -> None:
     parser.add_argument(
         "--set", action="append", metavar="KEY=VALUE", help="override a setting (repeatable)"
     )
-    parser.set_defaults(run=_demo)
+    parser.set_defaults(handler=_demo)
 
 
 def _config(args: argparse.Namespace, defaults: list[str] | None = None):
@@ -89,7 +89,7 @@ def _add_train(commands) -> None:
     parser.add_argument("--data", required=True, help="store folder or s3:// prefix")
     parser.add_argument("--out", required=True, help="run folder or s3:// prefix (resumes)")
     _add_config_options(parser)
-    parser.set_defaults(run=_train)
+    parser.set_defaults(handler=_train)
 
 
 def _tune(args: argparse.Namespace) -> int:
@@ -106,7 +106,7 @@ def _add_tune(commands) -> None:
     parser.add_argument("--out", required=True, help="experiment folder (re-run resumes)")
     parser.add_argument("--samples", type=int, help="number of trials (tune.samples, 8)")
     _add_config_options(parser)
-    parser.set_defaults(run=_tune)
+    parser.set_defaults(handler=_tune)
 
 
 def _analyze(args: argparse.Namespace) -> int:
@@ -141,7 +141,7 @@ def _add_analyze(commands) -> None:
     parser.add_argument("--permutations", type=int, help="permutations per node-label pair")
     parser.add_argument("--seed", type=int)
     _add_config_options(parser)
-    parser.set_defaults(run=_analyze)
+    parser.set_defaults(handler=_analyze)
 
 
 def _retrain(args: argparse.Namespace) -> int:
@@ -174,7 +174,7 @@ def _add_retrain(commands) -> None:
     parser.add_argument(
         "--set", action="append", metavar="KEY=VALUE", help="override a setting (repeatable)"
     )
-    parser.set_defaults(run=_retrain)
+    parser.set_defaults(handler=_retrain)
 
 
 def _add_ingest(commands) -> None:
@@ -188,7 +188,7 @@ def _add_ingest(commands) -> None:
     parser.add_argument(
         "--min-coverage", type=float, default=0.5, help="fraction of the grid a spectrum covers"
     )
-    parser.set_defaults(run=_ingest)
+    parser.set_defaults(handler=_ingest)
 
 
 def _add_synth(commands) -> None:
@@ -204,7 +204,7 @@ def _add_synth(commands) -> None:
         help="parquet: a ready store; fits: ADP files plus labels.csv, for `specray ingest`",
     )
     parser.add_argument("--seed", type=int, default=0)
-    parser.set_defaults(run=_synth)
+    parser.set_defaults(handler=_synth)
 
 
 COMMANDS: list[Callable] = [
@@ -237,7 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        return args.run(args)
+        return args.handler(args)
     except USER_ERRORS as exc:
         print(f"specray {args.command}: error: {exc}", file=sys.stderr)
         return 2

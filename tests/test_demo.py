@@ -40,7 +40,9 @@ def test_demo_finds_an_rv_node_and_a_teff_node_and_summarises(tmp_path, capsys):
 
     assert len(list((out / "raw").glob("*.fits"))) > 300
     assert (out / "store" / "manifest.jsonl").exists()
-    metrics = [json.loads(line) for line in (out / "run" / "metrics.jsonl").read_text().split()]
+    metrics = [
+        json.loads(line) for line in (out / "run" / "metrics.jsonl").read_text().splitlines()
+    ]
     assert [entry["epoch"] for entry in metrics] == list(range(1, len(metrics) + 1))
     html = (out / "analysis" / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 3

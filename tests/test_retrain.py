@@ -113,7 +113,11 @@ def test_two_scheduled_retrains_at_once_one_runs_the_other_exits(tmp_path, ray_s
     pair = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True) for _ in "ab"]
     outputs = [process.communicate(timeout=600)[0] for process in pair]
     assert [process.returncode for process in pair] == [0, 0]
-    assert sorted(out.split(":")[1].split()[0] for out in outputs) == ["ingested", "skipped,"]
+    summaries = [
+        line for out in outputs for line in out.splitlines() if line.startswith("retrain:")
+    ]
+    outcomes = sorted(line.split()[1] for line in summaries)
+    assert outcomes == ["ingested", "skipped,"], outputs
     manifest = [json.loads(line) for line in (store / "manifest.jsonl").read_text().splitlines()]
     sources = [row["source"] for row in manifest]
     assert len(sources) == len(set(sources)) == len(list(raw.glob("*.fits")))
