@@ -176,7 +176,7 @@ def demo_spectra(n: int, grid, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 def write_demo_store(uri: str, n_spectra: int, per_object: int = 3, seed: int = 0, shards: int = 2):
     """A store on the ``demo`` grid (16,384 pixels) of synthetic toy spectra, written the
     way the ingest sink writes shards (zstd, ~32 MiB row groups); returns the store."""
-    from specray.data.shards import add_prepared_rows
+    from specray.data.shards import add_native_spectra
     from specray.data.store import open_or_create_store
     from specray.spectra.grid import named_grid
 
@@ -185,22 +185,7 @@ def write_demo_store(uri: str, n_spectra: int, per_object: int = 3, seed: int = 
     flux, rv = demo_spectra(n_spectra, grid, seed)
     objects = np.array([f"TOY-{i // per_object:05d}" for i in range(n_spectra)])
     ids = [f"{obj}-e{i % per_object}" for i, obj in enumerate(objects)]
-    padded = np.stack([grid.pad(row) for row in flux])
-    masks = np.tile(grid.mask, (n_spectra, 1))
-    parts = [
-        {
-            "id": [ids[i] for i in rows],
-            "object": objects[rows],
-            "source": [ids[i] for i in rows],
-            "flux": padded[rows],
-            "mask": masks[rows],
-            "norm": np.ones(rows.size),
-            "rv": rv[rows],
-            "snr": np.full(rows.size, 100.0),
-        }  # fmt: skip
-        for rows in np.array_split(np.arange(n_spectra), shards)
-    ]
-    add_prepared_rows(store, parts, "bench")
+    add_native_spectra(store, ids, objects, flux, {"rv": rv}, "bench", shards)
     return store
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from specray.data.shards import add_prepared_rows
+from specray.data.shards import add_native_spectra
 from specray.data.store import open_or_create_store
 from specray.spectra.grid import SPEED_OF_LIGHT_KMS, named_grid
 
@@ -40,21 +40,5 @@ def write_toy_store(uri: str, n_objects: int = 60, epochs: int = 3, seed: int = 
     teff = np.repeat(rng.uniform(3500, 7000, n_objects), epochs)
     flux = toy_spectra(rv, teff, grid) + rng.normal(0, 0.01, (rv.size, grid.n_native))
     ids = [f"{obj}-e{i % epochs}" for i, obj in enumerate(objects)]
-    padded = np.stack([grid.pad(row.astype(np.float32)) for row in flux])
-    masks = np.tile(grid.mask, (rv.size, 1))
-    parts = [
-        {
-            "id": [ids[i] for i in rows],
-            "object": objects[rows],
-            "source": [ids[i] for i in rows],
-            "flux": padded[rows],
-            "mask": masks[rows],
-            "norm": np.ones(rows.size),
-            "rv": rv[rows],
-            "teff": teff[rows],
-            "snr": np.full(rows.size, 100.0),
-        }  # fmt: skip
-        for rows in np.array_split(np.arange(rv.size), shards)
-    ]
-    add_prepared_rows(store, parts, "toy")
+    add_native_spectra(store, ids, objects, flux, {"rv": rv, "teff": teff}, "toy", shards)
     return {"id": ids, "object": objects, "rv": rv, "teff": teff}

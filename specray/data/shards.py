@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -138,12 +139,34 @@ def write_shard(store_uri: str, rows: pa.Table, store_schema: pa.Schema, name: s
     return buffer.tell()
 
 
-def add_prepared_rows(store: Store, parts: list[dict], prefix: str) -> None:
-    """Write column dicts already on the store's grid (see schema.spectra_table) as one
-    shard each and commit them: for tests and benchmarks that need a store of known
-    content without the ingest pipeline."""
+def add_native_spectra(
+    store: Store,
+    ids: list[str],
+    objects: np.ndarray,
+    flux: np.ndarray,
+    labels: dict[str, np.ndarray],
+    prefix: str,
+    shards: int = 2,
+) -> None:
+    """Write spectra already sampled on the store grid's native pixels, (n, n_native) flux
+    with their ids, objects and label columns, as ``shards`` shards and commit them: for
+    tests and benchmarks that need a store of known content without the ingest pipeline.
+    Every pixel is valid, the normalisation is 1 and the SNR 100."""
+    grid = store.grid
+    padded = np.stack([grid.pad(row.astype(np.float32)) for row in flux])
+    masks = np.tile(grid.mask, (len(ids), 1))
     manifest = []
-    for number, columns in enumerate(parts):
+    for number, rows in enumerate(np.array_split(np.arange(len(ids)), shards)):
+        columns = {
+            "id": [ids[i] for i in rows],
+            "object": objects[rows],
+            "source": [ids[i] for i in rows],
+            "flux": padded[rows],
+            "mask": masks[rows],
+            "norm": np.ones(rows.size),
+            "snr": np.full(rows.size, 100.0),
+            **{name: values[rows] for name, values in labels.items()},
+        }
         name = f"part-{prefix}-{number:05d}.parquet"
         write_shard(store.uri, schema.spectra_table(columns, store.schema), store.schema, name)
         stamp = now()
