@@ -77,8 +77,13 @@ def permutation_pvalue(i_obs: ArrayLike, i_perm: ArrayLike) -> float | FloatArra
     if perm.ndim != obs.ndim + 1 or perm.shape[:-1] != obs.shape:
         raise ValueError(f"i_perm shape {perm.shape} does not match i_obs shape {obs.shape}")
     exceed = np.count_nonzero(perm >= obs[..., None], axis=-1)
-    p = (1.0 + exceed) / (1.0 + perm.shape[-1])
+    p = pvalue_from_exceedances(exceed, perm.shape[-1])
     return float(p) if p.ndim == 0 else p
+
+
+def pvalue_from_exceedances(exceed: ArrayLike, permutations: int) -> FloatArray:
+    """``(1 + exceed) / (1 + B)`` from counts of permuted MI >= observed MI out of B."""
+    return (1.0 + np.asarray(exceed, dtype=np.float64)) / (1.0 + permutations)
 
 
 def adjust_pvalues(p: ArrayLike, method: str = "bh") -> FloatArray:
@@ -264,7 +269,7 @@ def permutation_test(
     tx, ty = est.prepare(xa)[:, None], est.prepare(ya)
     i_obs = _observed(est, tx, ty)
     exceed = _exceedances(est, tx, ty, i_obs, seed, 0, 0, int(permutations))
-    return float(i_obs[0]), float((1 + exceed[0]) / (1 + permutations))
+    return float(i_obs[0]), float(pvalue_from_exceedances(exceed[0], permutations))
 
 
 def half_sample_ci(
@@ -494,7 +499,7 @@ def _rows(
         for d, node in enumerate(cols):
             mi = float(r["mi"][d])
             ci = recentred_interval(mi, half[d], ci_level) if half is not None else (np.nan,) * 2
-            p = float((1 + r["exceed"][d]) / (1 + n_perm))
+            p = float(pvalue_from_exceedances(r["exceed"][d], n_perm))
             rows.append(
                 {
                     "node": node,
