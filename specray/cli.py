@@ -7,10 +7,13 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
+from specray.errors import SpecrayError
+
 log = logging.getLogger("specray")
 
-# Errors a user can fix; anything else is a bug and keeps its traceback.
-USER_ERRORS: tuple[type[Exception], ...] = (ValueError, OSError, KeyError)
+# Errors a user can fix; anything else is a bug and keeps its traceback. ValueError stays
+# until every user-facing check raises a SpecrayError subclass.
+USER_ERRORS: tuple[type[Exception], ...] = (SpecrayError, OSError, ValueError)
 
 
 def _ingest(args: argparse.Namespace) -> int:

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from specray import storage
+from specray.errors import SpecrayError
 
 
 @dataclass
@@ -171,7 +172,7 @@ DEMO_OVERRIDES = [
 ]
 
 
-class ConfigError(ValueError):
+class ConfigError(SpecrayError, ValueError):
     """A setting that does not exist or has the wrong type."""
 
 

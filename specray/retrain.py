@@ -31,6 +31,7 @@ from specray import storage
 from specray.config import Config, apply
 from specray.data.ingest import ingest
 from specray.data.store import STORE_FILE, open_store
+from specray.errors import SpecrayError
 from specray.spectra.grid import named_grid
 from specray.train.checkpoint import CheckpointError, checkpoint_grid, latest_checkpoint
 
@@ -41,7 +42,7 @@ HISTORY_FILE = "history.jsonl"
 ACTIVE_RUN_FILE = "active_run.json"
 
 
-class LockHeld(RuntimeError):
+class LockHeld(SpecrayError, RuntimeError):
     """Another retrain holds the lock."""
 
 

@@ -26,8 +26,10 @@ from urllib.parse import urlparse
 import fsspec
 import pyarrow.fs as pafs
 
+from specray.errors import SpecrayError
 
-class StorageError(OSError):
+
+class StorageError(SpecrayError, OSError):
     """A URI that cannot be used: the message names the URI and what is wrong."""
 
 

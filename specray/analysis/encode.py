@@ -31,6 +31,7 @@ import torch
 from specray import schema, storage
 from specray.data.reader import data_fingerprint, read_store
 from specray.data.store import open_store
+from specray.errors import SpecrayError
 from specray.spectra.grid import Grid
 from specray.train.checkpoint import checkpoint_grid, load_trained_model
 
@@ -42,7 +43,7 @@ TRAVERSAL_OFFSETS = (-2.0, -1.0, 0.0, 1.0, 2.0)
 """Steps of a latent traversal, in standard deviations of the node over the data set."""
 
 
-class GridMismatchError(ValueError):
+class GridMismatchError(SpecrayError, ValueError):
     """The model was trained on another wavelength grid than the store's."""
 
 

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 import pyarrow as pa
 
 from specray import schema, storage
+from specray.errors import SpecrayError
 from specray.spectra.grid import Grid
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ QUARANTINE_FILE = "quarantine.jsonl"
 SHARDS_DIR = "shards"
 
 
-class StoreError(ValueError):
+class StoreError(SpecrayError, ValueError):
     """A store that cannot be used as asked: the message names the store and the problem."""
 
 

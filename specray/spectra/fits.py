@@ -55,6 +55,8 @@ from astropy.io import fits
 from astropy.io.fits.verify import VerifyError, VerifyWarning
 from astropy.utils.exceptions import AstropyUserWarning
 
+from specray.errors import SpecrayError
+
 __all__ = [
     "FORMATS",
     "META_KEYS",
@@ -130,7 +132,7 @@ _READ_ERRORS = (
 )
 
 
-class SpectrumFileError(ValueError):
+class SpectrumFileError(SpecrayError, ValueError):
     """A spectrum file cannot be interpreted; the message names the file and the problem."""
 
     def __init__(self, filename: str, problem: str) -> None:

@@ -30,6 +30,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from specray.errors import SpecrayError
+
 SPEED_OF_LIGHT_KMS = 299_792.458
 """Speed of light in km/s."""
 
@@ -171,7 +173,7 @@ def named_grid(spec: str, pad_multiple: int | None = None) -> Grid:
     raise ValueError(f"unknown grid {spec!r}: use harps, demo or linear:START:STOP:STEP[:R]")
 
 
-class DegenerateSpectrum(ValueError):
+class DegenerateSpectrum(SpecrayError, ValueError):
     """A spectrum that cannot be used; the message is the reason that gets recorded."""
 
 

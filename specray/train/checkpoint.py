@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import torch
 
 from specray import storage
+from specray.errors import SpecrayError
 from specray.model import SpectrumVAE, build_model
 from specray.spectra.grid import Grid
 
@@ -23,7 +24,7 @@ MODEL_FILE = "model.pt"
 META_FILE = "meta.json"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(SpecrayError, ValueError):
     """No usable checkpoint: the message names the run and the problem."""
 
 

@@ -43,6 +43,7 @@ from ray.util.queue import Empty, Queue
 from specray import storage
 from specray.config import Config
 from specray.data.store import open_store
+from specray.errors import SpecrayError
 from specray.model.loss import NORMALISATIONS
 from specray.runtime import ensure_ray
 from specray.train.checkpoint import CheckpointError, latest_checkpoint
@@ -62,7 +63,7 @@ SEARCHERS = ("random", "optuna")
 EARLY_STOPPED = "EARLY_STOPPED"
 
 
-class TuneSetupError(ValueError):
+class TuneSetupError(SpecrayError, ValueError):
     """A search that cannot run as configured: the message says what to change."""
 
 
