@@ -2,9 +2,10 @@
 
 ``retrain(raw, store, run, analysis)``:
 
-1. Takes a lock (``RUN/.retrain.lock``, created exclusively: a local ``O_EXCL`` create or
-   an S3 conditional put), so two schedulers firing at once cannot both write; the second
-   says so and exits 0. A lock older than ``stale_hours`` (a crashed run) is taken over.
+1. Takes a lock (``RUN/.retrain.lock``, see specray.locks: ``flock`` locally, a
+   conditional put with a heartbeat on S3), so two schedulers firing at once cannot both
+   write; the second says so and exits 0. A crashed holder's lock is released (locally) or
+   goes stale and is taken over (S3).
 2. Ingests only new raw files (the store's manifest).
 3. With nothing new and an analysis already made for the current checkpoint, says so and
    stops. Otherwise fine-tunes: the run resumes from its latest checkpoint for
@@ -21,9 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -31,7 +29,7 @@ from specray import storage
 from specray.config import Config, apply
 from specray.data.ingest import ingest
 from specray.data.store import STORE_FILE, open_store
-from specray.errors import SpecrayError
+from specray.locks import LockHeld, exclusive_lock
 from specray.spectra.grid import named_grid
 from specray.train.checkpoint import CheckpointError, checkpoint_grid, latest_checkpoint
 
@@ -42,57 +40,8 @@ HISTORY_FILE = "history.jsonl"
 ACTIVE_RUN_FILE = "active_run.json"
 
 
-class LockHeld(SpecrayError, RuntimeError):
-    """Another retrain holds the lock."""
-
-
 def _stamp() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-
-
-def _create_exclusively(uri: str, body: bytes) -> bool:
-    """Create ``uri`` only if it does not exist; True if this call created it."""
-    if not storage.is_remote(uri):
-        path = storage.filesystem(uri)[1]
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        try:
-            handle = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            return False
-        with os.fdopen(handle, "wb") as file:
-            file.write(body)
-        return True
-    import boto3
-    import botocore.exceptions
-
-    bucket, _, key = uri.removeprefix("s3://").partition("/")
-    client = boto3.client("s3", endpoint_url=storage.s3_endpoint())
-    try:
-        client.put_object(Bucket=bucket, Key=key, Body=body, IfNoneMatch="*")
-    except botocore.exceptions.ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412"):
-            return False
-        raise
-    return True
-
-
-@contextmanager
-def exclusive_lock(uri: str, stale_hours: float = 12.0):
-    """Hold ``uri`` as a lock for the duration; LockHeld if someone else holds it."""
-    body = json.dumps({"pid": os.getpid(), "since": time.time()}).encode()
-    if not _create_exclusively(uri, body):
-        holder = json.loads(storage.read_text(uri) or "{}")
-        age_hours = (time.time() - holder.get("since", 0)) / 3600
-        if age_hours < stale_hours:
-            raise LockHeld(f"{uri} is held by another retrain (for {age_hours * 60:.0f} min)")
-        log.warning("%s: taking over a stale lock (%.1f h old)", uri, age_hours)
-        storage.remove(uri)
-        if not _create_exclusively(uri, body):
-            raise LockHeld(f"{uri} was taken by another retrain just now")
-    try:
-        yield
-    finally:
-        storage.remove(uri)
 
 
 @dataclass
@@ -197,7 +146,7 @@ def retrain(
 
     analysis = analysis or storage.join(run, "analysis")
     try:
-        with exclusive_lock(storage.join(run, LOCK_FILE)):
+        with exclusive_lock(storage.join(run, LOCK_FILE), purpose="a retrain"):
             existing = storage.exists(storage.join(store, STORE_FILE))
             store_grid = open_store(store).grid if existing else named_grid(grid)
             report = ingest(raw, store, grid=store_grid, labels=labels)

@@ -11,7 +11,8 @@ import time
 import pytest
 
 from specray.data.synth_store import synthesize
-from specray.retrain import LockHeld, compare_analyses, exclusive_lock, retrain
+from specray.locks import LockHeld, exclusive_lock
+from specray.retrain import compare_analyses, retrain
 from tests.conftest import ADP_FIXTURE, S1D_FIXTURE
 
 pytestmark = pytest.mark.usefixtures("ray_session")
@@ -51,9 +52,9 @@ def test_new_data_is_ingested_fine_tuned_and_compared_nothing_new_exits(tmp_path
 
 def test_a_second_retrain_exits_while_the_first_holds_the_lock(tmp_path):
     run = tmp_path / "run"
-    with exclusive_lock(str(run / ".retrain.lock")):
+    with exclusive_lock(str(run / ".retrain.lock"), purpose="a retrain"):
         result = retrain(str(tmp_path / "raw"), str(tmp_path / "store"), str(run))
-        assert result.status.startswith("skipped") and "held by another retrain" in result.status
+        assert result.status.startswith("skipped") and "held by a retrain" in result.status
         assert not (tmp_path / "store").exists()  # it touched nothing
     with exclusive_lock(str(run / ".retrain.lock")):
         pass  # released, and can be taken again
