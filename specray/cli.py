@@ -26,6 +26,7 @@ def _ingest(args: argparse.Namespace) -> int:
         labels=args.labels,
         fmt=args.format,
         preprocessing=Preprocessing(args.min_median, args.min_coverage),
+        wait_s=float("inf") if args.wait is None else args.wait,
     )
     print(report.summary())
     return 0
@@ -190,6 +191,13 @@ def _add_ingest(commands) -> None:
     parser.add_argument("--min-median", type=float, default=50.0, help="degenerate below (ADU)")
     parser.add_argument(
         "--min-coverage", type=float, default=0.5, help="fraction of the grid a spectrum covers"
+    )
+    parser.add_argument(
+        "--wait",
+        type=float,
+        metavar="SECONDS",
+        help="how long to wait while another ingest writes the same store "
+        "(default: until it finishes; 0 = refuse at once)",
     )
     parser.set_defaults(handler=_ingest)
 

@@ -37,6 +37,27 @@ def is_remote(uri: str) -> bool:
     return "://" in str(uri) and not str(uri).startswith("file://")
 
 
+def normalize(uri: str) -> str:
+    """The one spelling of a location: an absolute local path, or ``s3://bucket/key``.
+
+    ``store/``, ``./store``, ``/abs/store`` and ``file:///abs/store`` name the same folder
+    and must compare equal wherever URIs are stored or matched (manifests, shard lists),
+    so every stage normalises its arguments once, here.
+    """
+    text = os.fspath(uri) if not isinstance(uri, str) else uri
+    if not text:
+        raise StorageError("empty path: give a folder, a file or an s3:// URI")
+    if is_remote(text):
+        _check_scheme(text)
+        scheme, _, rest = text.partition("://")
+        parts = [part for part in rest.split("/") if part]
+        if not parts:
+            raise StorageError(f"{uri}: no bucket in the URI")
+        return f"{scheme}://" + "/".join(parts)
+    path = text.removeprefix("file://")
+    return os.path.abspath(os.path.expanduser(path))
+
+
 def s3_endpoint() -> str | None:
     """The S3 endpoint URL from the environment, or None for AWS itself."""
     return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")

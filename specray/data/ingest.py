@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import posixpath
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -20,8 +20,14 @@ import pyarrow.parquet as pq
 import ray
 
 from specray import schema, storage
-from specray.data.shards import DEFAULT_SHARD_BYTES, ShardSink, staged_schema
-from specray.data.store import Store, now, open_or_create_store
+from specray.data.shards import (
+    DEFAULT_SHARD_BYTES,
+    Compaction,
+    ShardSink,
+    compact_shards,
+    staged_schema,
+)
+from specray.data.store import Store, now, writing_store
 from specray.runtime import ensure_ray
 from specray.spectra.fits import SpectrumFileError, read_spectrum, spectrum_id
 from specray.spectra.grid import DegenerateSpectrum, Grid, named_grid, prepare
@@ -40,12 +46,21 @@ class IngestReport:
     quarantined: int
     shards: list[str]
     orphans_removed: int = 0
+    replaced: int = 0
+    retried: int = 0
+    still_quarantined: int = 0
 
     def summary(self) -> str:
-        return (
-            f"ingested {self.ingested}, skipped {self.skipped} already present, "
-            f"quarantined {self.quarantined}; {len(self.shards)} new shard(s)"
-        )
+        parts = [f"ingested {self.ingested}"]
+        if self.replaced:
+            parts.append(f"of which {self.replaced} replace changed files")
+        if self.retried:
+            parts.append(f"{self.retried} earlier failure(s) retried")
+        parts.append(f"skipped {self.skipped} already present")
+        parts.append(f"quarantined {self.quarantined}")
+        if self.still_quarantined:
+            parts.append(f"{self.still_quarantined} unchanged file(s) still quarantined")
+        return ", ".join(parts) + f"; {len(self.shards)} new shard(s)"
 
 
 @dataclass(frozen=True)
@@ -120,6 +135,7 @@ def stage_table(rows: list[dict], store_schema: pa.Schema, grid: Grid) -> pa.Tab
         "error": pa.array([row.get("error") for row in rows], pa.string()),
         "size": pa.array([row.get("size", 0) for row in rows], pa.int64()),
         "version": pa.array([str(row.get("version", "")) for row in rows], pa.string()),
+        "transient": pa.array([bool(row.get("transient")) for row in rows], pa.bool_()),
     }
     for name, array in bookkeeping.items():
         table = table.append_column(name, array)
@@ -158,8 +174,11 @@ def _read_and_prepare(
     try:
         with fs.open(path, "rb") as handle:
             raw = read_spectrum(handle, format=fmt, name=name)
-    except (SpectrumFileError, OSError) as exc:
+    except SpectrumFileError as exc:
         return {**bookkeeping, "id": spectrum_id(name), "error": str(exc)}
+    except OSError as exc:  # unreadable now (permissions, network): retried next run
+        error = f"{uri}: cannot be read: {exc}"
+        return {**bookkeeping, "id": spectrum_id(name), "error": error, "transient": True}
     values = {key: value for key, value in raw.meta.items() if key in schema.META_COLUMNS}
     if labels is not None:
         values.update(labels.lookup(raw.id, raw.object))
@@ -190,37 +209,76 @@ def write_staged(dataset: ray.data.Dataset, store: Store, shard_bytes: int) -> S
     return sink
 
 
-def _triage(entries: list[storage.FileEntry], store: Store) -> tuple[list, int, list[dict]]:
-    """Split inputs into new ones, a count already present, and immediate rejections."""
-    known = store.known_sources()
-    taken_ids = store.ingested_ids()
-    new, skipped, rejected = [], 0, []
+@dataclass
+class IngestPlan:
+    """What a run does with each input file, decided against the manifest."""
+
+    new: list[storage.FileEntry] = field(default_factory=list)
+    replaced: list[storage.FileEntry] = field(default_factory=list)
+    retried: int = 0
+    skipped: int = 0
+    still_quarantined: int = 0
+    rejected: list[dict] = field(default_factory=list)
+
+    @property
+    def to_read(self) -> list[storage.FileEntry]:
+        return self.new + self.replaced
+
+
+def _retry_quarantined(previous: dict, entry: storage.FileEntry) -> bool:
+    """A quarantined input is read again when it changed or its failure was transient (I/O)."""
+    changed = (previous.get("size"), str(previous.get("version"))) != (entry.size, entry.version)
+    return changed or bool(previous.get("transient"))
+
+
+def plan_ingest(entries: list[storage.FileEntry], store: Store) -> IngestPlan:
+    """Sort inputs into new, changed since ingested, unchanged, and id clashes.
+
+    A file changed since it was ingested is read again and replaces its old row; a file
+    quarantined for an I/O error (e.g. permission denied) or changed since is retried; an
+    unchanged file quarantined for its content stays quarantined and is counted as such.
+    """
+    latest = store.known_sources()
+    ingested = {e["source"]: e for e in store.manifest if e.get("status") == "ingested"}
+    taken_ids = {e["id"]: e["source"] for e in ingested.values()}
+    plan = IngestPlan()
     for entry in entries:
-        previous = known.get(entry.uri)
-        unchanged = previous and (previous.get("size"), str(previous.get("version"))) == (
+        previous = latest.get(entry.uri)
+        identifier = spectrum_id(posixpath.basename(entry.uri))
+        unchanged = previous is not None and (
+            previous.get("size"),
+            str(previous.get("version")),
+        ) == (
             entry.size,
             entry.version,
         )
-        identifier = spectrum_id(posixpath.basename(entry.uri))
-        if unchanged:
-            skipped += 1
-        elif previous and previous.get("status") == "ingested":
-            reason = (
-                f"{entry.uri}: changed since it was ingested into {previous['shard']} "
-                "(size or version differ); remove its rows from the store to re-ingest"
-            )
-            rejected.append({"source": entry.uri, "id": identifier, "reason": reason})
-        elif identifier in taken_ids:
-            reason = f"{entry.uri}: id {identifier} is already in the store from another file"
-            rejected.append({"source": entry.uri, "id": identifier, "reason": reason})
+        owner = taken_ids.get(identifier)
+        if unchanged and previous.get("status") == "ingested":
+            plan.skipped += 1
+        elif (
+            previous
+            and previous.get("status") == "quarantined"
+            and not _retry_quarantined(previous, entry)
+        ):
+            plan.still_quarantined += 1
+        elif owner is not None and owner != entry.uri:
+            reason = f"{entry.uri}: id {identifier} is already in the store from {owner}"
+            plan.rejected.append({"source": entry.uri, "id": identifier, "reason": reason})
         else:
-            taken_ids.add(identifier)
-            new.append(entry)
-    return new, skipped, rejected
+            plan.retried += previous is not None and previous.get("status") == "quarantined"
+            (plan.replaced if entry.uri in ingested else plan.new).append(entry)
+            taken_ids[identifier] = entry.uri
+    return plan
 
 
-def commit_run(store: Store, sink: ShardSink | None, rejected: list[dict], entries) -> None:
-    """Record what a run wrote and rejected (quarantined inputs are skipped next time)."""
+def commit_run(
+    store: Store,
+    sink: ShardSink | None,
+    rejected: list[dict],
+    entries,
+    compaction: Compaction | None = None,
+) -> None:
+    """Record what a run wrote, replaced and rejected, in one atomic manifest commit."""
     versions = {entry.uri: entry for entry in entries}
     quarantine = list(rejected) + (sink.result.quarantine if sink else [])
     quarantined_manifest = []
@@ -231,7 +289,39 @@ def commit_run(store: Store, sink: ShardSink | None, rejected: list[dict], entri
             {**record, "size": size, "version": version, "status": "quarantined"}
         )
     stamped = [{**record, "at": record.get("at") or now()} for record in quarantine]
+    if compaction is not None:
+        compaction.apply(store.manifest)
     store.commit((sink.result.manifest if sink else []) + quarantined_manifest, stamped)
+    if compaction is not None:
+        compaction.remove_old_shards(store)
+
+
+def list_inputs(input_uri: str) -> list[storage.FileEntry]:
+    """The FITS files under ``input_uri``; StorageError when there is no such folder or
+    it holds none (checked before the store is touched, so a typo creates nothing)."""
+    entries = storage.list_files(input_uri, FITS_SUFFIXES)
+    if not entries:
+        raise storage.StorageError(
+            f"{input_uri}: no FITS files here (looked for {', '.join(FITS_SUFFIXES)}, recursively)"
+        )
+    return entries
+
+
+def _prepare_dataset(entries, grid: Grid, fmt: str, prep: Preprocessing, labels, store_schema):
+    """The Ray Data pipeline that reads and prepares ``entries`` into staged rows."""
+    items = [{"uri": e.uri, "size": e.size, "version": e.version} for e in entries]
+    return ray.data.from_items(items).map_batches(
+        prepare_files,
+        batch_size=rows_per_batch(grid),
+        batch_format="numpy",
+        fn_kwargs={
+            "fmt": fmt,
+            "grid": grid,
+            "prep": prep,
+            "labels": labels,
+            "store_schema": store_schema,
+        },
+    )
 
 
 def ingest(
@@ -242,43 +332,45 @@ def ingest(
     fmt: str = "auto",
     preprocessing: Preprocessing = Preprocessing(),
     shard_bytes: int = DEFAULT_SHARD_BYTES,
+    wait_s: float = float("inf"),
 ) -> IngestReport:
-    """Ingest every new FITS file under ``input_uri`` into the store at ``store_uri``."""
+    """Ingest every new or changed FITS file under ``input_uri`` into the store at ``store_uri``.
+
+    The store's write lock is held from reading the manifest to committing it; a second
+    ingest into the same store waits for it (up to ``wait_s`` seconds) and then adds
+    only what the first did not.
+    """
+    input_uri, store_uri = storage.normalize(input_uri), storage.normalize(store_uri)
     grid = named_grid(grid) if isinstance(grid, str) else grid
     label_table = load_labels(labels) if labels else None
     extra = label_table.extra_labels if label_table else ()
-    store = open_or_create_store(store_uri, grid, extra)
-    orphans = store.remove_orphan_shards()
-    entries = storage.list_files(input_uri, FITS_SUFFIXES)
-    new, skipped, rejected = _triage(entries, store)
-    log.info(
-        "%s: %d FITS files, %d new, %d already present", input_uri, len(entries), len(new), skipped
-    )
-    sink = None
-    if new:
-        ensure_ray()
-        items = [{"uri": e.uri, "size": e.size, "version": e.version} for e in new]
-        staged = ray.data.from_items(items).map_batches(
-            prepare_files,
-            batch_size=rows_per_batch(grid),
-            batch_format="numpy",
-            fn_kwargs={
-                "fmt": fmt,
-                "grid": grid,
-                "prep": preprocessing,
-                "labels": label_table,
-                "store_schema": store.schema,
-            },
-        )
-        sink = write_staged(staged, store, shard_bytes)
-    commit_run(store, sink, rejected, entries)
-    quarantined = len(rejected) + (len(sink.result.quarantine) if sink else 0)
+    entries = list_inputs(input_uri)
+    with writing_store(store_uri, grid, extra, "an ingest", wait_s) as store:
+        orphans = store.remove_orphan_shards()
+        plan = plan_ingest(entries, store)
+        log.info(
+            "%s: %d FITS files: %d new, %d changed since ingested, %d already present",
+            input_uri, len(entries), len(plan.new), len(plan.replaced), plan.skipped,
+        )  # fmt: skip
+        sink = compaction = None
+        if plan.to_read:
+            ensure_ray()
+            staged = _prepare_dataset(
+                plan.to_read, grid, fmt, preprocessing, label_table, store.schema
+            )
+            sink = write_staged(staged, store, shard_bytes)
+            replaced = {e.uri for e in plan.replaced} & {r["source"] for r in sink.result.manifest}
+            compaction = compact_shards(store, replaced, sink.run_id)
+        commit_run(store, sink, plan.rejected, entries, compaction)
     report = IngestReport(
         ingested=len(sink.result.manifest) if sink else 0,
-        skipped=skipped,
-        quarantined=quarantined,
+        skipped=plan.skipped,
+        quarantined=len(plan.rejected) + (len(sink.result.quarantine) if sink else 0),
         shards=sink.result.shards if sink else [],
         orphans_removed=len(orphans),
+        replaced=len(compaction.superseded) if compaction else 0,
+        retried=plan.retried,
+        still_quarantined=plan.still_quarantined,
     )
     log.info("%s", report.summary())
     return report

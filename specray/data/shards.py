@@ -2,7 +2,8 @@
 
 Upstream stages emit Arrow tables in the store schema plus three bookkeeping columns:
 ``error`` (null for a good row, else the reason to quarantine it), ``size`` and
-``version`` (the input file's size in bytes and mtime/ETag, for the manifest). The sink
+``version`` (the input file's size in bytes and mtime/ETag, for the manifest) and
+``transient`` (the failure was I/O, not content: the input is retried next run). The sink
 writes the good rows to shards of about ``target_bytes`` each, atomically, and returns
 the manifest and quarantine records; the driver commits them (see specray.data.store).
 """
@@ -32,6 +33,7 @@ BOOKKEEPING = pa.schema(
         pa.field("error", pa.string()),
         pa.field("size", pa.int64()),
         pa.field("version", pa.string()),
+        pa.field("transient", pa.bool_()),
     ]
 )
 DEFAULT_SHARD_BYTES = 128 * 2**20
@@ -41,11 +43,6 @@ ROW_GROUP_BYTES = 32 * 2**20
 def staged_schema(store_schema: pa.Schema) -> pa.Schema:
     """The schema of rows between the prepare stage and the sink."""
     return pa.schema(list(store_schema) + list(BOOKKEEPING), metadata=store_schema.metadata)
-
-
-def error_row_columns(source: str, identifier: str, reason: str) -> dict:
-    """Bookkeeping for a rejected input (its tensors are left as zeros)."""
-    return {"id": identifier, "object": "", "source": source, "error": reason}
 
 
 @dataclass
@@ -58,11 +55,12 @@ class SinkResult:
 
 
 def _records(table: pa.Table, shard: str | None) -> list[dict]:
-    columns = table.select(["source", "id", "size", "version", "error"]).to_pylist()
+    columns = table.select(["source", "id", "size", "version", "error", "transient"]).to_pylist()
     stamp = now()
     if shard is None:
         return [
             {"source": c["source"], "id": c["id"], "reason": c["error"], "at": stamp}
+            | ({"transient": True} if c["transient"] else {})
             for c in columns
         ]
     return [
@@ -175,3 +173,56 @@ def add_native_spectra(
             for i in columns["id"]
         ]
     store.commit(manifest, [])
+
+
+@dataclass
+class Compaction:
+    """Old rows of re-ingested inputs taken out of their shards.
+
+    ``superseded``: sources whose old rows go; ``moved``: old shard name -> the shard that
+    holds its surviving rows ("" when none survive). Applied to the manifest in the same
+    atomic commit as the new rows; the old shards are removed only after that commit (a
+    run killed in between leaves them as orphans, which the next run removes).
+    """
+
+    superseded: set[str] = field(default_factory=set)
+    moved: dict[str, str] = field(default_factory=dict)
+
+    def apply(self, manifest: list[dict]) -> None:
+        stamp = now()
+        for entry in manifest:
+            if entry.get("status") != "ingested" or entry.get("shard") not in self.moved:
+                continue
+            if entry["source"] in self.superseded:
+                entry.update(status="superseded", superseded_at=stamp)
+            else:
+                entry["shard"] = self.moved[entry["shard"]]
+
+    def remove_old_shards(self, store: Store) -> None:
+        for name in self.moved:
+            storage.remove(store.path(SHARDS_DIR, name))
+
+
+def compact_shards(store: Store, sources: set[str], run_id: str) -> Compaction:
+    """Rewrite each shard holding rows of ``sources`` without them (a new file per shard)."""
+    compaction = Compaction(superseded=set(sources))
+    if not sources:
+        return compaction
+    shards = sorted(
+        {
+            e["shard"]
+            for e in store.manifest
+            if e.get("status") == "ingested" and e["source"] in sources
+        }
+    )
+    for number, name in enumerate(shards):
+        fs, path = storage.arrow_filesystem(store.path(SHARDS_DIR, name))
+        table = pq.read_table(path, filesystem=fs)
+        keep = table.filter(pc.invert(pc.is_in(table["source"], pa.array(sorted(sources)))))
+        survivor = ""
+        if keep.num_rows:
+            survivor = f"part-{run_id}-compacted-{number:03d}.parquet"
+            write_shard(store.uri, keep, store.schema, survivor)
+        compaction.moved[name] = survivor
+        log.info("%s: %d old row(s) replaced", name, table.num_rows - keep.num_rows)
+    return compaction

@@ -11,13 +11,18 @@ Layout of ``<store>``::
 The manifest is the source of truth: a shard is part of the store only once the manifest
 lists it. A run that dies after writing shards but before committing the manifest leaves
 orphan shards, which the next run removes before it starts (so nothing is counted twice).
-Manifest and quarantine are rewritten whole and atomically at the end of each run.
+Manifest and quarantine are rewritten whole and atomically at the end of each run. Writers
+hold ``.write.lock`` (specray.locks) from reading the manifest to committing it, so
+concurrent ingests into one store queue up instead of overwriting each other's records.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import posixpath
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -25,6 +30,7 @@ import pyarrow as pa
 
 from specray import schema, storage
 from specray.errors import SpecrayError
+from specray.locks import Lock, exclusive_lock
 from specray.spectra.grid import Grid
 
 log = logging.getLogger(__name__)
@@ -33,6 +39,7 @@ STORE_FILE = "store.json"
 MANIFEST_FILE = "manifest.jsonl"
 QUARANTINE_FILE = "quarantine.jsonl"
 SHARDS_DIR = "shards"
+LOCK_FILE = ".write.lock"
 
 
 class StoreError(SpecrayError, ValueError):
@@ -52,6 +59,7 @@ class Store:
     extra_labels: tuple[str, ...] = ()
     manifest: list[dict] = field(default_factory=list)
     quarantine: list[dict] = field(default_factory=list)
+    lock: Lock | None = None
 
     @property
     def schema(self) -> pa.Schema:
@@ -77,16 +85,25 @@ class Store:
         """The latest manifest entry of every source URI."""
         return {entry["source"]: entry for entry in self.manifest}
 
+    def shard_names(self) -> set[str]:
+        """File names of the committed shards."""
+        return {entry["shard"] for entry in self.manifest if entry.get("status") == "ingested"}
+
     def remove_orphan_shards(self) -> list[str]:
-        """Delete shards that no manifest entry lists (left by a run that died)."""
+        """Delete shards that no manifest entry lists (left by a run that died).
+
+        Only safe while holding the store's write lock (:func:`writing_store`): another
+        writer's shards are orphans until it commits. Shards are matched by file name, so
+        the spelling of the store's location cannot make a committed shard look orphaned.
+        """
         fs, path = storage.filesystem(self.path(SHARDS_DIR))
         if not fs.exists(path):
             return []
-        committed = set(self.shard_uris())
+        committed = self.shard_names()
         orphans = [
             storage.to_uri(fs, name)
             for name in fs.ls(path, detail=False)
-            if name.endswith(".parquet") and storage.to_uri(fs, name) not in committed
+            if name.endswith(".parquet") and posixpath.basename(name) not in committed
         ]
         for orphan in orphans:
             log.warning("removing orphan shard %s (its run never committed)", orphan)
@@ -94,7 +111,13 @@ class Store:
         return orphans
 
     def commit(self, new_manifest: list[dict], new_quarantine: list[dict]) -> None:
-        """Append records and rewrite the manifest and quarantine atomically."""
+        """Append records and rewrite the manifest and quarantine atomically.
+
+        Under :func:`writing_store` the lock is checked first, so a writer that lost its
+        lock (an S3 takeover) commits nothing.
+        """
+        if self.lock is not None:
+            self.lock.check()
         self.manifest.extend(new_manifest)
         self.quarantine.extend(new_quarantine)
         storage.write_jsonl(self.path(QUARANTINE_FILE), self.quarantine)
@@ -103,6 +126,7 @@ class Store:
 
 def open_store(uri: str) -> Store:
     """Open an existing store; StoreError if there is none at ``uri``."""
+    uri = storage.normalize(uri)
     descriptor_uri = storage.join(uri, STORE_FILE)
     if not storage.exists(descriptor_uri):
         raise StoreError(f"{uri}: not a specray store (no {STORE_FILE}); run `specray ingest`")
@@ -118,6 +142,7 @@ def open_store(uri: str) -> Store:
 
 def open_or_create_store(uri: str, grid: Grid, extra_labels: tuple[str, ...] = ()) -> Store:
     """Open the store at ``uri``, or create it for ``grid``; the grid must match."""
+    uri = storage.normalize(uri)
     if storage.exists(storage.join(uri, STORE_FILE)):
         store = open_store(uri)
         if store.grid != grid:
@@ -141,3 +166,26 @@ def open_or_create_store(uri: str, grid: Grid, extra_labels: tuple[str, ...] = (
     }
     storage.atomic_write_text(storage.join(uri, STORE_FILE), json.dumps(descriptor, indent=2))
     return Store(uri=uri, grid=grid, extra_labels=tuple(extra_labels))
+
+
+@contextmanager
+def writing_store(
+    uri: str,
+    grid: Grid,
+    extra_labels: tuple[str, ...] = (),
+    purpose: str = "another ingest",
+    wait_s: float = float("inf"),
+) -> Iterator[Store]:
+    """Open (or create) the store for writing, holding its write lock throughout.
+
+    Two writers never interleave: the second waits for the first (up to ``wait_s``
+    seconds, then LockHeld) and then reads the manifest the first committed. Only here may
+    :meth:`Store.remove_orphan_shards` run: no live writer can own an orphan.
+    """
+    with exclusive_lock(storage.join(storage.normalize(uri), LOCK_FILE), purpose, wait_s) as lock:
+        store = open_or_create_store(uri, grid, extra_labels)
+        store.lock = lock
+        try:
+            yield store
+        finally:
+            store.lock = None

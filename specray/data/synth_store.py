@@ -20,7 +20,7 @@ import ray
 from specray import schema, storage
 from specray.data.ingest import Preprocessing, commit_run, prepared_row, stage_table, write_staged
 from specray.data.shards import DEFAULT_SHARD_BYTES
-from specray.data.store import open_or_create_store
+from specray.data.store import writing_store
 from specray.runtime import ensure_ray
 from specray.spectra.fits import write_adp
 from specray.spectra.grid import Grid, named_grid
@@ -102,15 +102,15 @@ def synthesize(
         return f"wrote {table.num_rows} ADP files and {LABELS_FILE} to {out}"
     if fmt != "parquet":
         raise ValueError(f"--format must be parquet or fits, got {fmt!r}")
-    store = open_or_create_store(out, grid)
-    store.remove_orphan_shards()
-    if store.n_spectra():
-        return f"{out} already holds {store.n_spectra()} spectra; nothing generated"
-    staged = ranges.map_batches(
-        _staged_range, batch_size=1, fn_kwargs={"store_schema": store.schema, **common}
-    )
-    sink = write_staged(staged, store, shard_bytes)
-    commit_run(store, sink, [], [])
+    with writing_store(out, grid, purpose="a synthetic-survey writer") as store:
+        store.remove_orphan_shards()
+        if store.n_spectra():
+            return f"{out} already holds {store.n_spectra()} spectra; nothing generated"
+        staged = ranges.map_batches(
+            _staged_range, batch_size=1, fn_kwargs={"store_schema": store.schema, **common}
+        )
+        sink = write_staged(staged, store, shard_bytes)
+        commit_run(store, sink, [], [])
     return (
         f"wrote {len(sink.result.manifest)} spectra of {n_stars} stars to {out} "
         f"({len(sink.result.shards)} shard(s)); {len(sink.result.quarantine)} quarantined"
