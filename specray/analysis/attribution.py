@@ -42,6 +42,13 @@ strata of discrete conditioning variables; a plain shuffle when Z is empty). p-v
 without replacement, re-centred on the full estimate
 (:func:`specray.analysis.significance.recentred_interval`).
 
+Calibration (measured with ``benchmarks/cmi_calibration.py``): under H0 with a label that
+depends strongly on the conditioning variable (mass = f(Teff) + noise, node = g(Teff) +
+noise, n = 250, B = 99, 30 replicates), the local permutation rejected 2/30 at 0.05 and
+5/30 at 0.1: about nominal, perhaps slightly liberal (the shuffled null sits ~0.003 nat
+below the observed H0 estimates). That is why ``mixed`` also needs the unique information
+to reach ``floor``, not significance alone.
+
 Randomness depends only on ``seed`` and the test's name (not on workers or chunking), so
 the Ray fan-out and the serial path give identical numbers.
 """

@@ -452,7 +452,12 @@ class AnalysisSummary:
             f"{r['informative_nodes']}"
         ]
         for label, hit in r["label_nodes"].items():
-            if hit is None:
+            verdict = ((r.get("attribution") or {}).get("labels", {}).get(label) or {}).get(
+                "verdict"
+            )
+            if hit is None and verdict:
+                lines.append(f"  {label}: {verdict['status']}: {verdict['reason']}")
+            elif hit is None:
                 lines.append(f"  {label}: no significant node")
             else:
                 low, high = hit["ci"]
@@ -525,7 +530,8 @@ def analyze(
         {n: table.columns[n] for n in dict.fromkeys([*cfg.labels, *cfg.condition])
          if n in table.columns}, list(table.info.get("categories", {})), cfg)  # fmt: skip
     discrete = [name for name, kind in kinds.items() if kind["kind"] != "continuous"]
-    sel = select(table, dataclasses.replace(cfg, labels=list(kinds)), notes, discrete)
+    wanted = list(dict.fromkeys([*cfg.labels, *cfg.condition]))
+    sel = select(table, dataclasses.replace(cfg, labels=wanted), notes, discrete)
     mu = table.mu[sel.rows]
     log.info("analysing %d of %d spectra, %d labels", len(sel.rows), len(table), len(sel.labels))
     labels = list(sel.labels)

@@ -25,7 +25,8 @@ from specray.analysis.cmi import (
 from specray.analysis.mi import normal_scores
 from specray.analysis.significance import min_resolvable_permutations
 
-FAST = AttributionSettings(ci_resamples=16, chunk_size=256)
+FAST = AttributionSettings(permutations=99, ci_resamples=16, chunk_size=256)
+"""Enough permutations to resolve BH over the 2 tests of the small cases (needs 39)."""
 
 
 def mixture_mi(means, sd, weights):
@@ -154,7 +155,7 @@ def test_conditional_mi_names_teff_not_the_correlated_mass(planted):
     assert node0["best_label"] == "teff" and node0["status"] == "exclusive"
     assert "mass" in node0["related_labels"]  # marginally mass IS related...
     rival = next(r for r in node0["rivals"] if r["label"] == "mass")
-    assert not rival["significant"]  # ...but adds nothing given teff
+    assert rival["value"] < 0.1  # ...but adds nothing (above the floor) given teff
     assert planted["label_nodes"]["teff"]["cmi_ci"][0] >= 0.1
 
 
@@ -172,7 +173,7 @@ def test_attribution_numbers_are_consistent(planted):
     perms = planted["permutations"]
     assert perms["resolvable"] and perms["used"] >= perms["needed"]
     rows = planted["labels"]["teff"]["nodes"]
-    assert all(r["mi_ci"][0] <= r["mi"] <= r["mi_ci"][1] for r in rows)
+    assert all(r["mi_ci"][0] <= max(r["mi"], 0.0) <= r["mi_ci"][1] for r in rows)
 
 
 def test_discrete_and_categorical_labels_are_attributed():
