@@ -561,6 +561,12 @@ def attribution_for_analysis(
     if missing:
         notes.append(f"conditioning labels {missing} have no usable values; not conditioned on")
     condition = [c for c in cfg.condition if c in labels]
+    other = [name for name in labels if kinds[name]["kind"] != "continuous"]
+    if other:
+        notes.append(
+            f"labels {other} are discrete or categorical: the node x label MI table uses the "
+            f"continuous estimator ({cfg.estimator}); the attribution uses Ross's estimator"
+        )
     if not nodes or not [name for name in labels if name not in condition]:
         notes.append("no live node or no label to attribute: attribution skipped")
         return None

@@ -525,12 +525,12 @@ def analyze(
     notes: list[str] = []
     if table.info.get("no_object_column"):
         notes.append("the latent table has no 'object' column: every row counts as an object")
-    # attribution: kinds before selection (discrete labels are not clipped), nuisance labels
-    kinds = label_kinds(
-        {n: table.columns[n] for n in dict.fromkeys([*cfg.labels, *cfg.condition])
-         if n in table.columns}, list(table.info.get("categories", {})), cfg)  # fmt: skip
-    discrete = [name for name, kind in kinds.items() if kind["kind"] != "continuous"]
+    # attribution: label kinds before selection (discrete labels are not clipped), and the
+    # nuisance labels it conditions on are selected like the others
     wanted = list(dict.fromkeys([*cfg.labels, *cfg.condition]))
+    present = {name: table.columns[name] for name in wanted if name in table.columns}
+    kinds = label_kinds(present, list(table.info.get("categories", {})), cfg)
+    discrete = [name for name, kind in kinds.items() if kind["kind"] != "continuous"]
     sel = select(table, dataclasses.replace(cfg, labels=wanted), notes, discrete)
     mu = table.mu[sel.rows]
     log.info("analysing %d of %d spectra, %d labels", len(sel.rows), len(table), len(sel.labels))
