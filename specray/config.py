@@ -103,6 +103,19 @@ class AnalysisConfig:
     encode_batch_size: int = 32
     encode_actors: int = 0
     """Encoder actors for batch inference; 0 = one per GPU, else up to half the CPUs."""
+    condition: list[str] = field(default_factory=list)
+    """Nuisance labels (e.g. [snr, airmass]) every attribution estimate is conditioned on;
+    they are not attributed themselves (specray.analysis.attribution)."""
+    label_kinds: dict[str, str] = field(default_factory=dict)
+    """Override the detected kind of a label: continuous, discrete or categorical."""
+    max_discrete_values: int = 20
+    """A numeric label with at most this many distinct values is analysed as discrete."""
+    attribution_floor: float = 0.1
+    """Nats the lower end of a node's conditional-MI interval must clear to name it."""
+    attribution_share: float = 0.5
+    """Fraction of a label's joint MI with the live nodes a named node must hold."""
+    attribution_permutations: int = 0
+    """Conditional permutations per attribution test; 0 = twice the fewest that resolve."""
 
 
 @dataclass

@@ -21,7 +21,13 @@ encoder means ``mu``:
 4. Significance: every informative node x label pair with ``estimator`` (KSG by default),
    ``permutations`` shuffles of the label (fanned out as Ray tasks), half-sampling
    intervals, and BH (or BY) over those pairs. If no node is informative, none is tested.
-5. ``label_nodes``: per label, the significant node with the highest MI (null if none).
+5. ``label_nodes``: per label, the node the attribution names
+   (:mod:`specray.analysis.attribution`: significant marginal and conditional MI, the
+   lower end of the conditional interval above ``attribution_floor``, at least
+   ``attribution_share`` of the joint MI, and the node not another label's or mixed), or
+   null. ``label_nodes_marginal`` keeps the old rule (the significant node of highest MI).
+   Label kinds (continuous, discrete, categorical) are detected or set by
+   ``label_kinds``; ``condition`` names nuisance labels the attribution conditions on.
 6. Independence: KSG MI between every pair of informative nodes (method.md 5d).
 7. The paper's histogram MI at 5-160 bins for every node and label (the heat maps).
 8. Anomalies: an isolation forest on the informative nodes of EVERY spectrum in the
@@ -53,7 +59,15 @@ Outputs in ``out`` (a folder or ``s3://`` prefix; each file written atomically):
     mi                 [{node, label, estimator, n, mi, ci [low, high], p_value,
                         p_adjusted, significant, permutations, resolvable}] for every
                         informative node x label pair
-    label_nodes        {label: {node, mi, ci, p_adjusted} or null}
+    label_nodes        {label: {node, mi, ci, p_adjusted, cmi, cmi_ci, cmi_p_adjusted,
+                        share} or null}: the attribution's named nodes
+    label_nodes_marginal {label: {node, mi, ci, p_adjusted} or null}: highest significant MI
+    label_kinds        {label: {kind, detected, distinct_values}}
+    attribution        {estimator, settings, condition, permutations, labels: {label:
+                        {joint, nodes: [{node, mi, mi_ci, ..., cmi, cmi_ci, cmi_p_adjusted,
+                        share}], verdict: {status, reason, ...}}}, nodes: {node:
+                        {best_label, mi, fraction_explained, status, mixed_with,
+                        related_labels, rivals}}, label_nodes} or null
     node_independence  {nodes, estimator, mi: matrix (null diagonal)} or null
     histogram_mi       {binnings, nodes: "all", mi: {label: [[per node] per binning]}}
     anomalies          {method, nodes, n_scored, median_score,
@@ -72,6 +86,7 @@ import dataclasses
 import json
 import logging
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -82,6 +97,8 @@ import pyarrow.parquet as pq
 
 from specray import schema, storage
 from specray.analysis import figures as fig
+from specray.analysis.attribution import attribution_for_analysis, label_kinds
+from specray.analysis.cmi import category_codes
 from specray.analysis.dispersion import isolation_forest_scores, mean_kl_per_node, node_dispersion
 from specray.analysis.mi import DEFAULT_BINNINGS, MIN_SAMPLES, histogram_mi_table, indicator_map
 from specray.analysis.selection import best_per_object, select_for_analysis, sigma_clip_mask
@@ -140,7 +157,9 @@ def read_latents(uri: str) -> LatentTable:
     """Read a latent table (see :func:`specray.schema.latent_schema`).
 
     Needs ``mu`` (D floats per row). ``id`` and ``object`` default to the row number,
-    ``logvar`` may be absent; every other numeric column is kept as a label/meta column.
+    ``logvar`` may be absent; every other numeric column is kept as a label/meta column,
+    and every text column as a categorical label (codes; the categories in
+    ``info["categories"]``).
     """
     if not storage.exists(uri):
         raise FileNotFoundError(f"{uri}: no such latent table")
@@ -168,9 +187,15 @@ def read_latents(uri: str) -> LatentTable:
         and (pa.types.is_floating(table.schema.field(name).type)
              or pa.types.is_integer(table.schema.field(name).type))
     }  # fmt: skip
+    text = [name for name in table.column_names
+            if name not in ("id", "object") and pa.types.is_string(table.schema.field(name).type)]  # fmt: skip
+    categories = {}
+    for name in text:  # categorical labels (e.g. spectral types) as codes 0..C-1, NaN missing
+        columns[name], categories[name] = category_codes(table[name].to_pylist())
     metadata = table.schema.metadata or {}
     grid = schema.grid_from_schema(table.schema) if schema.GRID_KEY in metadata else None
     info = schema.latent_info(table.schema)
+    info["categories"] = categories
     if "object" not in table.column_names:
         info["no_object_column"] = True
     return LatentTable(uri, ids, objects, mu, logvar, columns, info, grid)
@@ -186,8 +211,12 @@ class Selection:
     info: dict
 
 
-def select(table: LatentTable, cfg: AnalysisConfig, notes: list[str]) -> Selection:
-    """Rows to analyse and, per label, its values on them (NaN where excluded)."""
+def select(
+    table: LatentTable, cfg: AnalysisConfig, notes: list[str], no_clip: Sequence[str] = ()
+) -> Selection:
+    """Rows to analyse and, per label, its values on them (NaN where excluded).
+
+    Labels in ``no_clip`` (discrete and categorical ones) are not sigma-clipped."""
     usable = []
     for name in dict.fromkeys(cfg.labels):
         values = table.columns.get(name)
@@ -220,7 +249,8 @@ def select(table: LatentTable, cfg: AnalysisConfig, notes: list[str]) -> Selecti
     for name in usable:
         values = table.columns[name][rows].astype(np.float64)
         finite = np.isfinite(values)
-        keep = finite if per_label_sigma is None else sigma_clip_mask([values], finite, sigma)
+        clip = per_label_sigma is not None and name not in no_clip
+        keep = sigma_clip_mask([values], finite, sigma) if clip else finite
         values[~keep] = np.nan
         per_label[name] = {
             "n_finite": int(finite.sum()),
@@ -422,7 +452,12 @@ class AnalysisSummary:
             f"{r['informative_nodes']}"
         ]
         for label, hit in r["label_nodes"].items():
-            if hit is None:
+            verdict = ((r.get("attribution") or {}).get("labels", {}).get(label) or {}).get(
+                "verdict"
+            )
+            if hit is None and verdict:
+                lines.append(f"  {label}: {verdict['status']}: {verdict['reason']}")
+            elif hit is None:
                 lines.append(f"  {label}: no significant node")
             else:
                 low, high = hit["ci"]
@@ -490,7 +525,13 @@ def analyze(
     notes: list[str] = []
     if table.info.get("no_object_column"):
         notes.append("the latent table has no 'object' column: every row counts as an object")
-    sel = select(table, cfg, notes)
+    # attribution: label kinds before selection (discrete labels are not clipped), and the
+    # nuisance labels it conditions on are selected like the others
+    wanted = list(dict.fromkeys([*cfg.labels, *cfg.condition]))
+    present = {name: table.columns[name] for name in wanted if name in table.columns}
+    kinds = label_kinds(present, list(table.info.get("categories", {})), cfg)
+    discrete = [name for name, kind in kinds.items() if kind["kind"] != "continuous"]
+    sel = select(table, dataclasses.replace(cfg, labels=wanted), notes, discrete)
     mu = table.mu[sel.rows]
     log.info("analysing %d of %d spectra, %d labels", len(sel.rows), len(table), len(sel.labels))
     labels = list(sel.labels)
@@ -505,6 +546,7 @@ def analyze(
         matrix = pairwise_node_mi(mu, informative, method=INDEPENDENCE_METHOD, seed=cfg.seed)
         independence = {"nodes": informative, "estimator": "ksg(k=3,copula)", "mi": matrix}
     histogram = _histogram_mi(mu, sel.labels) if labels else None
+    attribution = attribution_for_analysis(mu, sel.labels, informative, kinds, cfg, notes)
     figures = _figures(table, sel, cfg, tests, histogram, independence, decoder, notes)
     result = {
         "schema": SCHEMA_NAME,
@@ -534,7 +576,10 @@ def analyze(
         ],  # fmt: skip
         "screen": tests.screen,
         "mi": rows,
-        "label_nodes": _label_nodes(rows, labels),
+        "label_nodes": attribution["label_nodes"] if attribution else dict.fromkeys(labels),
+        "label_nodes_marginal": _label_nodes(rows, labels),
+        "label_kinds": {name: kinds[name] for name in labels},
+        "attribution": attribution,
         "node_independence": independence,
         "histogram_mi": histogram,
         "anomalies": _anomalies(table, informative, cfg),

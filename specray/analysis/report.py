@@ -211,6 +211,39 @@ def _mi(r: dict, figures) -> str:
     return text
 
 
+def _attribution(r: dict) -> str:
+    """Per label: joint MI and the verdict; per live node: the label that explains it."""
+    att = r.get("attribution")
+    if not att:
+        return "<p>No attribution (no live node or no label).</p>"
+    kinds = r.get("label_kinds", {})
+    text = (
+        f"<p>{esc(att['estimator'])}; unique information of a node = its MI with the label "
+        "given the other nodes related to it, tested by shuffling the label among neighbours "
+        f"in those nodes ({num(att['permutations']['used'])} permutations, "
+        f"{esc(att['settings']['fdr'].upper())}). A node is named only when that is "
+        f"significant, its interval clears {att['settings']['floor']:g} nat, it holds at "
+        f"least {att['settings']['share']:g} of the joint MI and no other label claims it."
+        + (f" Conditioned on: {esc(', '.join(att['condition']))}." if att["condition"] else "")
+        + "</p>"
+    )
+    rows = []
+    for label, entry in att["labels"].items():
+        verdict = entry["verdict"]
+        where = verdict.get("node", verdict.get("nodes"))
+        rows.append((esc(label), esc(kinds.get(label, {}).get("kind", "-")),
+                     num(entry["joint"]["value"]), esc(verdict["status"]),
+                     esc(f"z{where}" if isinstance(where, int) else where), esc(verdict["reason"])))  # fmt: skip
+    text += table_html(["label", "kind", "joint MI [nat]", "verdict", "node(s)", "why"], rows, 1)
+    rows = [
+        (f"z{node}", esc(info["best_label"] or "-"), num(info["mi"]),
+         num(info["fraction_explained"]), esc(info["status"]), esc(", ".join(info["mixed_with"])))
+        for node, info in att["nodes"].items()
+    ]  # fmt: skip
+    header = ["node", "best label", "MI [nat]", "fraction explained", "status", "mixed with"]
+    return text + table_html(header, rows, left=1)
+
+
 def _independence(r: dict, figures) -> str:
     ind = r["node_independence"]
     if not ind:
@@ -271,6 +304,7 @@ def render_report(result: dict, figures: Mapping[str, tuple[bytes, str]]) -> str
         ("Headline", _headline(r)),
         ("Which nodes are alive: dispersion", _dispersion(r, figures)),
         ("What the nodes know: mutual information with the labels", _mi(r, figures)),
+        ("Which node is which label: exclusive attribution", _attribution(r)),
         ("Are the informative nodes independent?", _independence(r, figures)),
         ("Anomalous spectra", _anomalies(r)),
         ("Latent traversals", traversals),

@@ -4,6 +4,7 @@ import json
 import re
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -85,7 +86,7 @@ def test_planted_latents_give_exactly_the_planted_nodes(tmp_path, capsys):
     out = tmp_path / "out"
     argv = ["-q", "analyze", "--latents", str(path), "--out", str(out)]
     argv += ["--labels", "rv,teff,logg,feh", "--permutations", "400", "--seed", "3"]
-    argv += ["--set", "analysis.ci_resamples=40"]
+    argv += ["--set", "analysis.ci_resamples=40", "--set", "analysis.attribution_permutations=239"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     result = json.loads((out / "analysis.json").read_text())
@@ -231,3 +232,40 @@ def test_too_few_spectra_are_reported_not_fatal(tmp_path, ray_session):
     assert any("only 8 values" in w for w in result["warnings"])
     assert any("independence not estimated" in w for w in result["warnings"])
     assert summary is not None
+
+
+def test_label_kinds_and_attribution_in_analysis_json(tmp_path):
+    """A text label (spectral class), a discrete numeric one and a continuous one: each
+    detected (one overridden), each attributed with its estimator, reported in the JSON."""
+    rng = np.random.default_rng(12)
+    n = 200
+    sptype = rng.integers(0, 4, n)
+    teff = rng.uniform(4000, 6500, n)
+    flag = rng.integers(0, 3, n).astype(float)  # three values: discrete, unrelated to mu
+    mu = rng.normal(0.0, 0.005, (n, 4))
+    mu[:, 1] = sptype + rng.normal(0, 0.3, n)
+    mu[:, 3] = (teff - 5000) / 800 + rng.normal(0, 0.3, n)
+    columns = {"id": [f"S{i}" for i in range(n)], "object": [f"S{i}" for i in range(n)],
+               "mu": mu, "teff": teff, "flag": flag}  # fmt: skip
+    table = schema.latent_table(columns, schema.latent_schema(4, ["teff", "flag"], logvar=False))
+    table = table.append_column("sptype", pa.array(["OBAF"[c] for c in sptype]))
+    path = tmp_path / "kinds.parquet"
+    pq.write_table(table, path)
+    cfg = AnalysisConfig(
+        labels=["teff", "sptype", "flag"], permutations=120, ci_resamples=10, screen=False,
+        anomalies=0, label_kinds={"teff": "continuous"}, attribution_permutations=120,
+    )  # fmt: skip
+    result = analyze(str(tmp_path / "out"), cfg, latents=str(path)).result
+    kinds = result["label_kinds"]
+    assert {name: k["kind"] for name, k in kinds.items()} == {
+        "teff": "continuous", "sptype": "categorical", "flag": "discrete"
+    }  # fmt: skip
+    assert kinds["sptype"]["distinct_values"] == 4 and kinds["flag"]["distinct_values"] == 3
+    assert result["informative_nodes"] == [1, 3]
+    nodes = {label: (hit or {}).get("node") for label, hit in result["label_nodes"].items()}
+    assert nodes == {"teff": 3, "sptype": 1, "flag": None}
+    attribution = result["attribution"]
+    assert attribution["nodes"]["1"]["best_label"] == "sptype"
+    assert attribution["labels"]["flag"]["verdict"]["status"] == "none"
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "exclusive attribution" in page and "categorical" in page
