@@ -268,3 +268,21 @@ def compare_labels(
             "best_pc": {"pc": pc + 1, "mi": pc_mi},
         }
     return out
+
+
+def summary_line(record: dict | None) -> str | None:
+    """``latents vs PCA (k=3, k-NN R^2): teff 0.95 / 0.95, ...; L1/noise 1.10 / 1.30``."""
+    if not record:
+        return None
+    scores = ", ".join(
+        f"{name} {entry['latents']['r2']:.2f} / {entry['pca']['r2']:.2f}"
+        for name, entry in record["labels"].items()
+    )
+    line = f"latents vs PCA (k={record['n_components']}, k-NN R^2): {scores or 'no label'}"
+    model, pca = record["reconstruction"]["model"], record["reconstruction"]["pca"]
+    if model and model["median_l1_over_noise"] is not None and pca["median_l1_over_noise"]:
+        line += (
+            f"; reconstruction L1/noise {model['median_l1_over_noise']:.2f} / "
+            f"{pca['median_l1_over_noise']:.2f}"
+        )
+    return line

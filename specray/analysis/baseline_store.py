@@ -25,10 +25,19 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from specray.analysis.baseline import StreamingPCA, fill_masked, masked_l1, pca_l1
+from specray.analysis.baseline import (
+    N_FOLDS,
+    N_NEIGHBOURS,
+    StreamingPCA,
+    compare_labels,
+    fill_masked,
+    masked_l1,
+    pca_l1,
+    reconstruction_summary,
+)
 from specray.analysis.encode import _actor_count, check_grid
 from specray.data.reader import read_store
-from specray.data.store import open_store
+from specray.data.store import StoreError, open_store
 
 log = logging.getLogger(__name__)
 
@@ -170,3 +179,72 @@ def _in_order(ids: Sequence[str], columns: dict, pca, with_model: bool) -> Basel
         snr=pick("snr"),
         explained_variance_ratio=pca.explained_variance_ratio,
     )
+
+
+METHOD = (
+    "PCA of the same selected spectra with as many components as live nodes (incremental, "
+    "10 oversampled components, masked pixels set to the continuum 1); recovery = k-NN "
+    f"(k={N_NEIGHBOURS}) regression R^2 on standardised features, {N_FOLDS} shuffled folds "
+    "shared by all three feature sets, interval = range over the folds; MI = KSG (nats); "
+    "reconstruction = masked L1 per valid pixel / (sqrt(2/pi)/snr), 1 = noise-limited"
+)
+
+
+def pca_baseline(
+    store_uri: str | None,
+    ids: Sequence[str],
+    latents: np.ndarray,
+    nodes: Sequence[int],
+    labels: dict[str, np.ndarray],
+    notes: list[str],
+    model_uri: str | None = None,
+    seed: int = 0,
+    actors: int = 0,
+) -> dict | None:
+    """The ``baseline`` record of ``analysis.json``: live nodes against PCA at equal k.
+
+    ``ids`` are the selected spectra, ``latents`` their (n, k) live nodes ``nodes`` and
+    ``labels`` their values (NaN where excluded). None, with a note, when there is nothing
+    to compare (no live node, no store to read the spectra from).
+    """
+    if not nodes:
+        notes.append("no informative node: no PCA baseline")
+        return None
+    if not store_uri:
+        notes.append("no PCA baseline: the latent table names no store (analyse with --data)")
+        return None
+    try:
+        found = pca_baseline_pass(store_uri, ids, len(nodes), model_uri, actors=actors)
+    except StoreError as error:
+        notes.append(f"no PCA baseline: {error}")
+        return None
+    if not found.found.all():
+        notes.append(
+            f"PCA baseline: {int((~found.found).sum())} of {len(ids)} selected spectra are "
+            f"not in the store {store_uri}; compared on the rest"
+        )
+    keep = found.found
+    kept_labels = {name: np.asarray(values)[keep] for name, values in labels.items()}
+    comparison = compare_labels(
+        np.asarray(latents)[keep], nodes, found.scores[keep], kept_labels, seed
+    )
+    reconstruction = {
+        "pca": reconstruction_summary(found.pca_l1[keep], found.snr[keep]),
+        "model": (
+            None
+            if found.model_l1 is None
+            else reconstruction_summary(found.model_l1[keep], found.snr[keep])
+        ),
+    }
+    if found.model_l1 is None:
+        notes.append("PCA baseline: the model's reconstruction needs the model (--model)")
+    return {
+        "method": METHOD,
+        "store": store_uri,
+        "n_spectra": int(keep.sum()),
+        "n_components": len(nodes),
+        "nodes": [int(j) for j in nodes],
+        "explained_variance_ratio": found.explained_variance_ratio,
+        "labels": comparison,
+        "reconstruction": reconstruction,
+    }
