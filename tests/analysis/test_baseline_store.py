@@ -69,7 +69,9 @@ def test_analyze_reports_live_nodes_against_pca(tmp_path):
     columns = {"id": truth["id"], "object": truth["object"], "mu": mu,
                "rv": truth["rv"], "teff": truth["teff"], "snr": np.full(n, 100.0)}  # fmt: skip
     path = tmp_path / "latents.parquet"
-    table_schema = schema.latent_schema(6, ("rv", "teff", "snr"), provenance={"store": store})
+    table_schema = schema.latent_schema(
+        6, ("rv", "teff", "snr"), provenance={"store": store}, logvar=False
+    )
     pq.write_table(schema.latent_table(columns, table_schema), path)
     config = AnalysisConfig(labels=["rv", "teff"], permutations=200, ci_resamples=10)
     summary = analyze(str(tmp_path / "out"), config, latents=str(path))
