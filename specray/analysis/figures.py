@@ -205,3 +205,41 @@ def independence_figure(nodes: Sequence[int], matrix: np.ndarray, estimator: str
     ax.set_title(f"MI between informative nodes [nat], {estimator}", fontsize=9)
     fig.colorbar(image, ax=ax, fraction=0.05)
     return to_png(fig)
+
+
+def baseline_figure(record: Mapping) -> bytes:
+    """Latents against PCA at equal dimension: k-NN R^2 per label (bars = mean over the
+    folds, whiskers = fold range) and the reconstruction L1 relative to the noise."""
+    labels = list(record["labels"])
+    kinds = (("latents", "live nodes", "tab:red"), ("pca", "PCs", "tab:blue"),
+             ("both", "both", "tab:grey"))  # fmt: skip
+    fig, (left, right) = plt.subplots(
+        1, 2, figsize=(9, 3.6), width_ratios=[max(len(labels), 1) + 1, 2], layout="constrained"
+    )
+    x = np.arange(len(labels))
+    for i, (key, name, colour) in enumerate(kinds):
+        r2 = np.array([record["labels"][lab][key]["r2"] for lab in labels], np.float64)
+        span = np.array([record["labels"][lab][key]["interval"] for lab in labels], np.float64)
+        whiskers = np.abs(span.T - r2) if labels else None
+        left.bar(x + (i - 1) * 0.27, r2, 0.27, yerr=whiskers, color=colour, label=name,
+                 capsize=2)  # fmt: skip
+    left.set_xticks(x, labels)
+    left.axhline(0, color="k", linewidth=0.6)
+    left.set_ylabel("k-NN R^2 (5-fold CV)")
+    left.set_title(f"Label recovery at k = {record['n_components']}", fontsize=9)
+    left.legend(fontsize=7)
+    recon = record["reconstruction"]
+    names = [name for name in ("model", "pca") if recon.get(name)]
+    for i, name in enumerate(names):
+        entry = recon[name]
+        median, quartiles = entry["median_l1_over_noise"], entry["quartiles_l1_over_noise"]
+        if median is None:
+            continue
+        err = [[median - quartiles[0]], [quartiles[1] - median]]
+        right.bar(i, median, 0.6, yerr=err, capsize=3,
+                  color="tab:red" if name == "model" else "tab:blue")  # fmt: skip
+    right.set_xticks(range(len(names)), ["model" if n == "model" else "PCA" for n in names])
+    right.axhline(1.0, color="k", linestyle="--", linewidth=1)
+    right.set_ylabel("masked L1 / noise (median, quartiles)")
+    right.set_title("Reconstruction", fontsize=9)
+    return to_png(fig)

@@ -72,6 +72,15 @@ Outputs in ``out`` (a folder or ``s3://`` prefix; each file written atomically):
     histogram_mi       {binnings, nodes: "all", mi: {label: [[per node] per binning]}}
     anomalies          {method, nodes, n_scored, median_score,
                         top: [{rank, id, object, score, <labels>}]} or null
+    baseline           PCA of the same selected spectra at k = number of informative
+                       nodes, or null (no store or no informative node):
+                       {method, store, n_spectra, n_components, nodes,
+                        explained_variance_ratio,
+                        labels: {label: {n, latents|pca|both: {r2, interval, folds},
+                                         best_node: {node, mi}, best_pc: {pc, mi}}},
+                        reconstruction: {model|pca: {median_l1, median_l1_over_noise,
+                                         quartiles_l1_over_noise, n} (model null
+                                         without --model)}}
     permutations       {requested ("auto" for 0), used, needed, resolvable, fdr, alpha,
                         n_tests}: the KSG (``estimator``) stage
     config             the AnalysisConfig used
@@ -98,6 +107,7 @@ import pyarrow.parquet as pq
 from specray import schema, storage
 from specray.analysis import figures as fig
 from specray.analysis.attribution import attribution_for_analysis, label_kinds
+from specray.analysis.baseline import summary_line as baseline_summary_line
 from specray.analysis.cmi import category_codes
 from specray.analysis.dispersion import isolation_forest_scores, mean_kl_per_node, node_dispersion
 from specray.analysis.mi import DEFAULT_BINNINGS, MIN_SAMPLES, histogram_mi_table, indicator_map
@@ -465,6 +475,8 @@ class AnalysisSummary:
                     f"  {label}: node {hit['node']}, MI {hit['mi']:.3f} nat "
                     f"[{_fmt(low)}, {_fmt(high)}], adjusted p {hit['p_adjusted']:.3g}"
                 )
+        if r.get("baseline"):
+            lines.append("  " + baseline_summary_line(r["baseline"]))
         if r["warnings"]:
             lines.append(f"  {len(r['warnings'])} warning(s), listed in the report")
         lines.append(f"report: {self.report_uri} (numbers: {self.analysis_uri})")
@@ -548,6 +560,7 @@ def analyze(
     histogram = _histogram_mi(mu, sel.labels) if labels else None
     attribution = attribution_for_analysis(mu, sel.labels, informative, kinds, cfg, notes)
     figures = _figures(table, sel, cfg, tests, histogram, independence, decoder, notes)
+    baseline = _baseline(table, sel, informative, data, decoder, cfg, notes, figures)
     result = {
         "schema": SCHEMA_NAME,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -583,6 +596,7 @@ def analyze(
         "node_independence": independence,
         "histogram_mi": histogram,
         "anomalies": _anomalies(table, informative, cfg),
+        "baseline": baseline,
         "permutations": {
             "requested": cfg.permutations or "auto",
             "used": rows[0]["permutations"] if rows else None,
@@ -684,6 +698,30 @@ def _figures(table, sel, cfg, tests: NodeTests, histogram, independence, decoder
             "back the claim that the nodes carry separate factors.",
         )
     return out
+
+
+# ------------------------------------------------------------------ the PCA baseline
+
+
+def _baseline(table, sel, informative, data, decoder, cfg, notes, figures) -> dict | None:
+    """Live nodes against PCA of the same spectra (:mod:`specray.analysis.baseline_store`);
+    adds the ``baseline`` figure to ``figures``."""
+    from specray.analysis.baseline_store import pca_baseline
+
+    record = pca_baseline(
+        data or table.info.get("store"), table.ids[sel.rows], table.mu[sel.rows][:, informative],
+        informative, sel.labels, notes, model_uri=decoder, seed=cfg.seed,
+        actors=cfg.encode_actors,
+    )  # fmt: skip
+    if record:
+        caption = (
+            f"Label recovery from the {len(informative)} live node(s), the same number of "
+            "principal components of the same spectra, and both (k-NN R^2, 5-fold CV; "
+            "whiskers: fold range); right: reconstruction L1 relative to the noise (1 = "
+            "noise-limited)."
+        )
+        figures["baseline"] = (fig.baseline_figure(_clean(record)), caption)
+    return record
 
 
 def _pick(rows: list[dict], node: int, label: str) -> dict:

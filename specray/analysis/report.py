@@ -244,6 +244,42 @@ def _attribution(r: dict) -> str:
     return text + table_html(header, rows, left=1)
 
 
+def _baseline(r: dict, figures) -> str:
+    """Live nodes against PCA at equal dimension (``baseline`` in analysis.json)."""
+    base = r.get("baseline")
+    if not base:
+        return "<p>Not computed: it needs the spectra (the store) and an informative node.</p>"
+
+    def score(entry: dict) -> str:
+        return f"{entry['r2']:.3f} {ci_text(entry['interval'])}"
+
+    rows = [
+        (esc(name), num(e["n"]), score(e["latents"]), score(e["pca"]), score(e["both"]),
+         f"z{e['best_node']['node']}: {num(e['best_node']['mi'])}",
+         f"PC{e['best_pc']['pc']}: {num(e['best_pc']['mi'])}")
+        for name, e in base["labels"].items()
+    ]  # fmt: skip
+    ratio = ", ".join(f"{v:.3f}" for v in base["explained_variance_ratio"])
+    text = (
+        f"<p>{base['n_components']} principal components (explained variance ratio {ratio}) "
+        f"of the same {base['n_spectra']} selected spectra against the live nodes "
+        f"{esc(', '.join(f'z{j}' for j in base['nodes']))}. {esc(base['method'])}.</p>"
+    )
+    header = ["label", "n", "R^2 live nodes [fold range]", "R^2 PCs", "R^2 both",
+              "best node MI [nat]", "best PC MI [nat]"]  # fmt: skip
+    text += table_html(header, rows, left=1)
+    recon = [
+        (name, num(e["median_l1"], 4), num(e["median_l1_over_noise"]),
+         ci_text(e["quartiles_l1_over_noise"]), num(e["n"]))
+        for name, e in (("model", base["reconstruction"]["model"]),
+                        ("PCA", base["reconstruction"]["pca"])) if e
+    ]  # fmt: skip
+    text += table_html(
+        ["reconstruction", "median L1", "median L1 / noise", "quartiles", "n"], recon, left=1
+    )
+    return text + figure_html("baseline", figures)
+
+
 def _independence(r: dict, figures) -> str:
     ind = r["node_independence"]
     if not ind:
@@ -305,6 +341,7 @@ def render_report(result: dict, figures: Mapping[str, tuple[bytes, str]]) -> str
         ("Which nodes are alive: dispersion", _dispersion(r, figures)),
         ("What the nodes know: mutual information with the labels", _mi(r, figures)),
         ("Which node is which label: exclusive attribution", _attribution(r)),
+        ("Does the latent space know more than PCA?", _baseline(r, figures)),
         ("Are the informative nodes independent?", _independence(r, figures)),
         ("Anomalous spectra", _anomalies(r)),
         ("Latent traversals", traversals),

@@ -201,6 +201,10 @@ def test_end_to_end_from_a_trained_checkpoint(trained, tmp_path):
     assert {"dispersion", "mi_heatmap", "mi_matrix", "scatter_rv", "scatter_teff"} <= names
     assert "traversals" in names
     assert ("independence" in names) == (len(result["informative_nodes"]) > 1)
+    base = result["baseline"]  # the PCA baseline on the same 40 spectra, model L1 beside it
+    assert base["n_components"] == len(result["informative_nodes"]) and base["n_spectra"] == 40
+    assert base["reconstruction"]["model"]["n"] == base["reconstruction"]["pca"]["n"] == 40
+    assert "baseline" in names and "latents vs PCA" in summary.summary()
     page = check_report(out, result)
     assert "whole grid" in page  # the toy grid holds none of the zoom windows
     assert "report.html" in summary.summary()
