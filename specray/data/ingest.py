@@ -10,21 +10,21 @@ from __future__ import annotations
 
 import logging
 import posixpath
-from collections.abc import Mapping
-from dataclasses import dataclass
+import re
+from collections import Counter
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 import ray
 
 from specray import schema, storage
+from specray.data.labels import load_labels
 from specray.data.shards import DEFAULT_SHARD_BYTES, ShardSink, staged_schema
 from specray.data.store import Store, now, open_or_create_store
 from specray.runtime import ensure_ray
 from specray.spectra.fits import SpectrumFileError, read_spectrum, spectrum_id
-from specray.spectra.grid import DegenerateSpectrum, Grid, named_grid, prepare
+from specray.spectra.grid import DEFAULT_MIN_SNR, DegenerateSpectrum, Grid, named_grid, prepare
 
 log = logging.getLogger(__name__)
 
@@ -33,71 +33,121 @@ FITS_SUFFIXES = (".fits", ".fits.gz", ".fit", ".fit.gz", ".fts")
 
 @dataclass
 class IngestReport:
-    """Counts of one ingest run, and where things went."""
+    """Counts of one ingest run, and where things went.
+
+    ``reasons`` counts this run's quarantined inputs by reason class (``reason_class``);
+    ``stored`` is the number of spectra in the store after the run; ``labelled`` is how
+    many of this run's ingested spectra found a row in the labels table (None: no table).
+    """
 
     ingested: int
     skipped: int
     quarantined: int
     shards: list[str]
     orphans_removed: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+    stored: int | None = None
+    labelled: int | None = None
+
+    @property
+    def failed(self) -> bool:
+        """Nothing was ingested and the store holds nothing: the run achieved nothing."""
+        return self.ingested == 0 and not self.stored
 
     def summary(self) -> str:
-        return (
+        lines = [
             f"ingested {self.ingested}, skipped {self.skipped} already present, "
             f"quarantined {self.quarantined}; {len(self.shards)} new shard(s)"
-        )
+        ]
+        if self.reasons:
+            counts = sorted(self.reasons.items(), key=lambda item: -item[1])
+            lines.append("quarantined for: " + "; ".join(f"{n} {why}" for why, n in counts))
+        if self.labelled is not None:
+            lines.append(f"labels: {self.labelled} of {self.ingested} spectra found a label row")
+        dominant = self.dominant_reason()
+        if dominant:
+            why, n = dominant
+            hint = option_for(why)
+            lines.append(
+                f"most inputs were quarantined ({self.quarantined} of "
+                f"{self.quarantined + self.ingested}), {n} for '{why}'"
+                + (f": {hint}" if hint else "; see quarantine.jsonl in the store")
+            )
+        return "\n".join(lines)
+
+    def dominant_reason(self) -> tuple[str, int] | None:
+        """The reason behind most quarantines when more than half of the inputs were."""
+        processed = self.ingested + self.quarantined
+        if not self.reasons or 2 * self.quarantined <= processed:
+            return None
+        why, n = max(self.reasons.items(), key=lambda item: item[1])
+        return (why, n) if 2 * n > self.quarantined else None
+
+
+MEDIAN_HINT = (
+    "--min-median is in the input's units (50 suits HARPS raw counts); leave it out "
+    "(the default) for normalised or flux-calibrated spectra"
+)
+GRID_HINT = "choose a --grid that covers the spectra's wavelength range"
+REASON_CLASSES = (
+    (r"median flux \S+ <= 0\b", "median flux <= 0", None),
+    (r"median flux \S+ <= (\S+) \(--min-median\)", "median flux <= {0}", MEDIAN_HINT),
+    (
+        r"SNR estimate \S+ < (\S+)",
+        "SNR estimate < {0}",
+        "lower --min-snr (0 turns the cut off) if these spectra are usable",
+    ),
+    (r"covers only", "covers too little of the grid", GRID_HINT + ", or lower --min-coverage"),
+    (r"no finite flux on grid (\S+)", "no finite flux on grid {0}", GRID_HINT),
+    (r"mean flux \S+ <= 0", "mean flux <= 0", None),
+    (r"constant flux", "constant flux", None),
+    (r"already in the store from another file", "id already in the store", None),
+    (r"changed since it was ingested", "changed since it was ingested", None),
+    (r"beyond float16 range", "flux beyond float16 range", None),
+)
+"""(pattern in a quarantine reason, its class, the option that changes it or None)."""
+
+
+def option_for(reason: str) -> str | None:
+    """The option that changes a reason class (from ``reason_class``), if there is one."""
+    for _, template, hint in REASON_CLASSES:
+        fixed = template.split("{")[0]
+        if reason == template or ("{" in template and reason.startswith(fixed)):
+            return hint
+    return None
+
+
+def reason_class(record: dict) -> str:
+    """A quarantine record's reason without file names and numbers, to count reasons."""
+    reason = str(record.get("reason", ""))
+    for pattern, label, _ in REASON_CLASSES:
+        match = re.search(pattern, reason)
+        if match:
+            return label.format(*match.groups())
+    source = str(record.get("source", ""))
+    for name in (source, posixpath.basename(source)):
+        if name:
+            reason = reason.replace(f"{name}: ", "").replace(name, "")
+    return re.sub(r"\d+(\.\d+)?", "N", reason).strip() or "unknown"
 
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """How each spectrum is put on the grid (see specray.spectra.grid.prepare)."""
+    """How each spectrum is put on the grid (see specray.spectra.grid.prepare).
 
-    min_median: float = 50.0
+    ``min_snr``: least DER_SNR estimate per pixel (None or 0: no cut). ``min_median``: an
+    absolute cut in the input's flux units (None: none; 50 for HARPS raw counts).
+    ``min_coverage``: least fraction of the grid's usable pixels a spectrum covers. The
+    settings are recorded in the store's ``store.json`` (``record``).
+    """
+
+    min_snr: float | None = DEFAULT_MIN_SNR
+    min_median: float | None = None
     min_coverage: float = 0.5
 
-
-@dataclass(frozen=True)
-class LabelTable:
-    """Label values keyed by spectrum ``id`` or by ``object``, as a plain dict for tasks."""
-
-    key: str
-    columns: tuple[str, ...]
-    values: Mapping[str, dict]
-
-    def lookup(self, identifier: str, obj: str) -> dict:
-        return dict(self.values.get(identifier if self.key == "id" else obj, {}))
-
-    @property
-    def extra_labels(self) -> tuple[str, ...]:
-        known = set(schema.META_COLUMNS) | set(schema.LABEL_COLUMNS)
-        return tuple(column for column in self.columns if column not in known)
-
-
-def load_labels(uri: str) -> LabelTable:
-    """Read a CSV or Parquet labels table; numeric columns other than the key become labels."""
-    fs, path = storage.filesystem(uri)
-    if not fs.exists(path):
-        raise storage.StorageError(f"{uri}: labels table not found")
-    with fs.open(path, "rb") as handle:
-        table = pq.read_table(handle) if path.endswith(".parquet") else pacsv.read_csv(handle)
-    key = "id" if "id" in table.column_names else "object"
-    if key not in table.column_names:
-        raise ValueError(f"{uri}: a labels table needs an 'id' or an 'object' column")
-    numeric = [
-        name
-        for name in table.column_names
-        if name not in ("id", "object")
-        and (pa.types.is_integer(table[name].type) or pa.types.is_floating(table[name].type))
-    ]
-    ignored = sorted(set(table.column_names) - set(numeric) - {"id", "object"})
-    if ignored:
-        log.info("labels %s: ignoring non-numeric columns %s", uri, ignored)
-    keys = [str(value) for value in table[key].to_pylist()]
-    columns = {
-        name: table[name].cast(pa.float64()).to_numpy(zero_copy_only=False) for name in numeric
-    }
-    values = {k: {name: float(columns[name][i]) for name in numeric} for i, k in enumerate(keys)}
-    return LabelTable(key, tuple(numeric), values)
+    def record(self) -> dict:
+        """The settings as a JSON-able dict (what store.json keeps)."""
+        return {"normalisation": "masked median", **asdict(self)}
 
 
 def stage_table(rows: list[dict], store_schema: pa.Schema, grid: Grid) -> pa.Table:
@@ -139,7 +189,12 @@ def prepared_row(
     row = {**values, "id": identifier, "object": obj}
     try:
         prepared = prepare(
-            wavelength, flux, grid, preprocessing.min_median, preprocessing.min_coverage
+            wavelength,
+            flux,
+            grid,
+            min_median=preprocessing.min_median,
+            min_coverage=preprocessing.min_coverage,
+            min_snr=preprocessing.min_snr,
         )
     except (DegenerateSpectrum, ValueError) as exc:
         return {**row, "error": f"{type(exc).__name__}: {exc}"}
@@ -242,12 +297,17 @@ def ingest(
     fmt: str = "auto",
     preprocessing: Preprocessing = Preprocessing(),
     shard_bytes: int = DEFAULT_SHARD_BYTES,
+    labels_key: str | None = None,
 ) -> IngestReport:
-    """Ingest every new FITS file under ``input_uri`` into the store at ``store_uri``."""
+    """Ingest every new FITS file under ``input_uri`` into the store at ``store_uri``.
+
+    ``labels_key`` ("id", "object" or None: id when the table has one) is how the labels
+    table joins (specray.data.labels).
+    """
     grid = named_grid(grid) if isinstance(grid, str) else grid
-    label_table = load_labels(labels) if labels else None
+    label_table = load_labels(labels, labels_key) if labels else None
     extra = label_table.extra_labels if label_table else ()
-    store = open_or_create_store(store_uri, grid, extra)
+    store = open_or_create_store(store_uri, grid, extra, preprocessing.record())
     orphans = store.remove_orphan_shards()
     entries = storage.list_files(input_uri, FITS_SUFFIXES)
     new, skipped, rejected = _triage(entries, store)
@@ -272,13 +332,17 @@ def ingest(
         )
         sink = write_staged(staged, store, shard_bytes)
     commit_run(store, sink, rejected, entries)
-    quarantined = len(rejected) + (len(sink.result.quarantine) if sink else 0)
+    quarantine = list(rejected) + (sink.result.quarantine if sink else [])
+    ingested = sink.result.manifest if sink else []
     report = IngestReport(
-        ingested=len(sink.result.manifest) if sink else 0,
+        ingested=len(ingested),
         skipped=skipped,
-        quarantined=quarantined,
+        quarantined=len(quarantine),
         shards=sink.result.shards if sink else [],
         orphans_removed=len(orphans),
+        reasons=dict(Counter(reason_class(record) for record in quarantine)),
+        stored=store.n_spectra(),
+        labelled=label_table.report_matches(ingested) if label_table else None,
     )
     log.info("%s", report.summary())
     return report

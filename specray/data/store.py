@@ -2,7 +2,8 @@
 
 Layout of ``<store>``::
 
-    store.json          grid, extra label columns, schema version (written once)
+    store.json          grid, extra label columns, schema version, preprocessing settings
+                        (written once)
     shards/*.parquet    the spectra (columns in specray.schema)
     manifest.jsonl      one line per input: source URI, size, version (mtime or ETag),
                         id, status ("ingested" with its shard, or "quarantined")
@@ -52,6 +53,8 @@ class Store:
     extra_labels: tuple[str, ...] = ()
     manifest: list[dict] = field(default_factory=list)
     quarantine: list[dict] = field(default_factory=list)
+    preprocessing: dict | None = None
+    """How spectra were prepared (specray.data.ingest.Preprocessing.record); None if unrecorded."""
 
     @property
     def schema(self) -> pa.Schema:
@@ -113,11 +116,18 @@ def open_store(uri: str) -> Store:
         extra_labels=tuple(descriptor.get("extra_labels", ())),
         manifest=storage.read_jsonl(storage.join(uri, MANIFEST_FILE)),
         quarantine=storage.read_jsonl(storage.join(uri, QUARANTINE_FILE)),
+        preprocessing=descriptor.get("preprocessing"),
     )
 
 
-def open_or_create_store(uri: str, grid: Grid, extra_labels: tuple[str, ...] = ()) -> Store:
-    """Open the store at ``uri``, or create it for ``grid``; the grid must match."""
+def open_or_create_store(
+    uri: str, grid: Grid, extra_labels: tuple[str, ...] = (), preprocessing: dict | None = None
+) -> Store:
+    """Open the store at ``uri``, or create it for ``grid``; the grid must match.
+
+    ``preprocessing`` (JSON-able settings) is recorded in a new store; an existing store
+    that recorded other settings is an error, since its spectra would mix two rules.
+    """
     if storage.exists(storage.join(uri, STORE_FILE)):
         store = open_store(uri)
         if store.grid != grid:
@@ -132,6 +142,7 @@ def open_or_create_store(uri: str, grid: Grid, extra_labels: tuple[str, ...] = (
                 f"(it has {list(store.extra_labels) or 'no extra labels'}); "
                 "use a new store to add label columns"
             )
+        _check_preprocessing(store, preprocessing)
         return store
     descriptor = {
         "schema_version": schema.SCHEMA_VERSION,
@@ -139,5 +150,23 @@ def open_or_create_store(uri: str, grid: Grid, extra_labels: tuple[str, ...] = (
         "extra_labels": list(extra_labels),
         "created": now(),
     }
+    if preprocessing is not None:
+        descriptor["preprocessing"] = preprocessing
     storage.atomic_write_text(storage.join(uri, STORE_FILE), json.dumps(descriptor, indent=2))
-    return Store(uri=uri, grid=grid, extra_labels=tuple(extra_labels))
+    return Store(uri=uri, grid=grid, extra_labels=tuple(extra_labels), preprocessing=preprocessing)
+
+
+def _check_preprocessing(store: Store, preprocessing: dict | None) -> None:
+    """StoreError if the store recorded preprocessing settings other than ``preprocessing``."""
+    if preprocessing is None or store.preprocessing is None:
+        return
+    wanted = json.loads(json.dumps(preprocessing))
+    if wanted != store.preprocessing:
+        names = sorted(set(wanted) | set(store.preprocessing))
+        differ = [n for n in names if wanted.get(n) != store.preprocessing.get(n)]
+        store_side = ", ".join(f"{n}={store.preprocessing.get(n)}" for n in differ)
+        run_side = ", ".join(f"{n}={wanted.get(n)}" for n in differ)
+        raise StoreError(
+            f"{store.uri}: the store's spectra were prepared with {store_side}; this run "
+            f"asks for {run_side}; ingest with the store's settings or into a new store"
+        )

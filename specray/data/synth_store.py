@@ -102,7 +102,7 @@ def synthesize(
         return f"wrote {table.num_rows} ADP files and {LABELS_FILE} to {out}"
     if fmt != "parquet":
         raise ValueError(f"--format must be parquet or fits, got {fmt!r}")
-    store = open_or_create_store(out, grid)
+    store = open_or_create_store(out, grid, preprocessing=Preprocessing().record())
     store.remove_orphan_shards()
     if store.n_spectra():
         return f"{out} already holds {store.n_spectra()} spectra; nothing generated"

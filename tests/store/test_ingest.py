@@ -60,7 +60,7 @@ def write_bad_inputs(folder, grid):
         "garbage.fits": "FITS",
         "allnan.fits": "no finite flux",
         "offgrid.fits": "no finite flux",
-        "faint.fits": "median flux 12 <= 50",
+        "faint.fits": "constant flux 12",
     }
 
 
