@@ -221,6 +221,9 @@ def _numeric_column(uri: str, name: str, cells: list) -> np.ndarray | None:
     values = np.array([value for value, _ in parsed], dtype=np.float64)
     text_rows = [row for row, (_, ok) in enumerate(parsed) if not ok]
     numbers = len(cells) - len(text_rows) - sum(_is_blank(cell) for cell in cells)
+    if numbers == 0 and not text_rows:
+        log.warning("labels %s: column %r holds no values; ignored", uri, name)
+        return None
     if text_rows and len(text_rows) >= numbers:
         log.warning(
             "labels %s: column %r is text (%d of %d cells, e.g. %s), not a numeric label; "

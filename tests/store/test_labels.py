@@ -73,7 +73,7 @@ def test_duplicate_ids_are_an_error_naming_the_file_and_the_keys(tmp_path, caplo
 def test_one_non_numeric_cell_is_missing_and_the_column_stays(tmp_path, caplog):
     uri = write_csv(
         tmp_path / "labels.csv",
-        "id,teff,logg,sptype\na,5800,4.4,G2V\nb,57OO,4.5,K0V\nc,4900,N/A,K2V\nd,6100,?,F8\n",
+        "id,teff,logg,sptype,empty\na,5800,4.4,G2V,\nb,57OO,4.5,K0V,\nc,4900,N/A,K2V,\nd,6100,?,F8,\n",
     )
     table = load_labels(uri)
     assert table.columns == ("teff", "logg")
@@ -84,6 +84,7 @@ def test_one_non_numeric_cell_is_missing_and_the_column_stays(tmp_path, caplog):
     messages = warnings_of(caplog)
     assert any("'teff': 1 cell(s) are not numbers ('57OO', row 2)" in m for m in messages)
     assert any("column 'sptype' is text" in m and "'G2V'" in m for m in messages)
+    assert any("column 'empty' holds no values; ignored" in m for m in messages)
     assert not any("'logg'" in m for m in messages)  # N/A and ? are plain placeholders
 
 
