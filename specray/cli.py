@@ -30,10 +30,7 @@ def _ingest(args: argparse.Namespace) -> int:
     )
     print(report.summary())
     if report.failed:
-        print(
-            "specray ingest: error: nothing was ingested and the store holds no spectra",
-            file=sys.stderr,
-        )
+        print(f"specray ingest: error: {report.failure()}", file=sys.stderr)
         return 1
     return 0
 

@@ -54,13 +54,22 @@ class IngestReport:
         """Nothing was ingested and the store holds nothing: the run achieved nothing."""
         return self.ingested == 0 and not self.stored
 
+    def failure(self) -> str:
+        """One line for a failed run: what happened to the inputs."""
+        counts = ", ".join(f"{n} {why}" for why, n in self._reasons_by_count())
+        detail = f" ({self.quarantined} quarantined: {counts})" if counts else ""
+        return f"nothing was ingested and the store holds no spectra{detail}"
+
+    def _reasons_by_count(self) -> list[tuple[str, int]]:
+        return sorted(self.reasons.items(), key=lambda item: -item[1])
+
     def summary(self) -> str:
         lines = [
             f"ingested {self.ingested}, skipped {self.skipped} already present, "
             f"quarantined {self.quarantined}; {len(self.shards)} new shard(s)"
         ]
         if self.reasons:
-            counts = sorted(self.reasons.items(), key=lambda item: -item[1])
+            counts = self._reasons_by_count()
             lines.append("quarantined for: " + "; ".join(f"{n} {why}" for why, n in counts))
         if self.labelled is not None:
             lines.append(f"labels: {self.labelled} of {self.ingested} spectra found a label row")

@@ -69,7 +69,10 @@ def test_cli_fails_when_all_is_quarantined_and_names_the_reason_and_option(tmp_p
         "most inputs were quarantined (7 of 7), 6 for 'median flux <= 50': --min-median is "
         "in the input's units"
     ) in captured.out
-    assert "nothing was ingested and the store holds no spectra" in captured.err
+    assert (
+        "error: nothing was ingested and the store holds no spectra (7 quarantined: "
+        "6 median flux <= 50, 1 median flux <= 0)"
+    ) in captured.err
     assert main(harps_rule) == 1  # still nothing in the store on a re-run
 
     assert main(["ingest", lib, "--out", out, "--grid", TOY_GRID]) == 2
