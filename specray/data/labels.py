@@ -155,9 +155,17 @@ def _read_table(uri: str) -> pa.Table:
         with fs.open(path, "rb") as handle:
             if path.endswith(".parquet"):
                 return pq.read_table(handle)
-            return pacsv.read_csv(handle)
+            return _read_csv_as_text(handle.read())
     except pa.ArrowInvalid as exc:
         raise LabelsError(f"{uri}: cannot read the labels table: {exc}") from None
+
+
+def _read_csv_as_text(data: bytes) -> pa.Table:
+    """Every CSV column as strings, so ids keep leading zeros (``000123`` is not 123) and
+    every cell is parsed by the one rule of ``_parse_cell``."""
+    names = pacsv.open_csv(pa.BufferReader(data)).schema.names
+    text = pacsv.ConvertOptions(column_types={name: pa.string() for name in names})
+    return pacsv.read_csv(pa.BufferReader(data), convert_options=text)
 
 
 def _canonical_names(uri: str, names: list[str]) -> dict[str, str]:

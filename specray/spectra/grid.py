@@ -269,8 +269,10 @@ def resample(wavelength: np.ndarray, flux: np.ndarray, grid: Grid) -> np.ndarray
 
 
 DEFAULT_MIN_SNR = 5.0
-"""Default cut on the DER_SNR estimate: below 5 per pixel a spectrum is mostly noise (the
-synthetic survey's ``low_flux`` defects estimate 1-4; HARPS archive files 20 and up)."""
+"""Default cut on the DER_SNR estimate: below 5 per pixel a spectrum is mostly noise.
+Measured (2026-12-01, ``estimate_snr`` on ``generate(200, 4, named_grid("demo"), 7)``):
+the 850 good synthetic spectra estimate 9.6-244 (median 26), the ``low_flux`` defects
+1.7-2.9; the two HARPS test files 25.5 and 25.7 against header SNR 23.4 and 23.9."""
 
 DER_SNR_SCALE = 1.482602 / math.sqrt(6.0)
 """Noise per pixel from the median of |2 f_i - f_(i-2) - f_(i+2)| for Gaussian noise

@@ -179,3 +179,10 @@ def test_labels_that_match_nothing_are_reported(two_epochs_of_one_star, tmp_path
     assert "labels: 0 of 3 spectra found a label row" in report.summary()
     expected = "0 of 3 spectra found a label row (joined by id); keys look like 'HD 1', 'HD 2'"
     assert any(expected in m and "ids like 'a-e0'" in m for m in warnings_of(caplog))
+
+
+def test_csv_ids_keep_leading_zeros(tmp_path):
+    rows = "".join(f"{i:06d},{5000 + i}\n" for i in range(200))
+    table = load_labels(write_csv(tmp_path / "ids.csv", f"id,teff\n{rows}"))
+    assert table.lookup("000007", "") == {"teff": 5007.0}
+    assert table.lookup("7", "") == {}
