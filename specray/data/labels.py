@@ -71,7 +71,9 @@ class LabelTable:
     uri: str = ""
 
     def lookup(self, identifier: str, obj: str) -> dict:
-        return dict(self.values.get(self._key_of(identifier, obj), {}))
+        """The row's known values: a missing cell never erases a value from the file header."""
+        row = self.values.get(self._key_of(identifier, obj), {})
+        return {name: value for name, value in row.items() if not math.isnan(value)}
 
     def _key_of(self, identifier: str, obj: str) -> str:
         return str(identifier) if self.key == "id" else str(obj).strip()
@@ -230,7 +232,7 @@ def _numeric_column(uri: str, name: str, cells: list) -> np.ndarray | None:
     text_rows = [row for row, (_, ok) in enumerate(parsed) if not ok]
     numbers = len(cells) - len(text_rows) - sum(_is_blank(cell) for cell in cells)
     if numbers == 0 and not text_rows:
-        log.warning("labels %s: column %r holds no values; ignored", uri, name)
+        log.info("labels %s: column %r holds no values; ignored", uri, name)
         return None
     if text_rows and len(text_rows) >= numbers:
         log.warning(

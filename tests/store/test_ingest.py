@@ -148,7 +148,8 @@ def test_labels_join_by_id_or_object(real_inputs, tmp_path, key):
     """By id every column joins; by object (no id column) the per-epoch rv does not."""
     keys = {"ID": (ADP_ID, S1D_ID), "object": ("IC4651No9122", "Gl581")}[key]
     labels = tmp_path / "labels.csv"
-    labels.write_text(f"{key},teff,rv,mass\n{keys[0]},6100,-30.5,1.1\n{keys[1]},3480,-9.2,0.3\n")
+    rows = f"{keys[0]},6100,-30.5,1.1,\n{keys[1]},3480,-9.2,0.3,30\n"
+    labels.write_text(f"{key},teff,rv,mass,snr\n{rows}")
     report = ingest(str(real_inputs), str(tmp_path / "store"), grid="harps", labels=str(labels))
     assert report.labelled == 2
     store, table = read_store(str(tmp_path / "store"))
@@ -157,6 +158,8 @@ def test_labels_join_by_id_or_object(real_inputs, tmp_path, key):
     assert rv.tolist() == [-30.5, -9.2] if key == "ID" else np.isnan(rv).all()
     assert table["mass"].to_pylist() == [1.1, 0.3] and store.extra_labels == ("mass",)
     assert np.isnan(table["logg"].to_numpy()).all()
+    # a blank cell keeps the header's SNR; a per-epoch value joins by id only
+    assert table["snr"].to_pylist() == [23.35, 30.0 if key == "ID" else 23.9]
 
 
 def test_s3_to_s3_ingest_through_a_real_endpoint(s3_bucket, tmp_path):
