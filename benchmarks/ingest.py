@@ -73,7 +73,14 @@ def float16_error(store) -> list[dict]:
     rows = []
     for i, source in enumerate(stored["source"]):
         raw = read_spectrum(source)
-        exact = prepare(raw.wavelength, raw.flux, store.grid, prep.min_median, prep.min_coverage)
+        exact = prepare(
+            raw.wavelength,
+            raw.flux,
+            store.grid,
+            min_median=prep.min_median,
+            min_coverage=prep.min_coverage,
+            min_snr=prep.min_snr,
+        )
         f16 = stored["flux"][i].astype(np.float64)
         f32 = exact.flux.astype(np.float64)
         use = stored["mask"][i].astype(bool) & (f32 != 0)

@@ -25,10 +25,14 @@ def _ingest(args: argparse.Namespace) -> int:
         grid=args.grid,
         labels=args.labels,
         fmt=args.format,
-        preprocessing=Preprocessing(args.min_median, args.min_coverage),
+        preprocessing=Preprocessing(args.min_snr, args.min_median, args.min_coverage),
+        labels_key=args.labels_key,
         wait_s=float("inf") if args.wait is None else args.wait,
     )
     print(report.summary())
+    if report.failed:
+        print(f"specray ingest: error: {report.failure()}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -182,13 +186,31 @@ def _add_retrain(commands) -> None:
 
 
 def _add_ingest(commands) -> None:
+    from specray.spectra.grid import DEFAULT_MIN_SNR
+
     parser = commands.add_parser("ingest", help="FITS files -> Parquet shards (Ray Data)")
     parser.add_argument("input", help="folder or s3:// prefix holding FITS files")
     parser.add_argument("--out", required=True, help="store folder or s3:// prefix")
     parser.add_argument("--grid", default="demo", help="harps, demo or linear:START:STOP:STEP[:R]")
     parser.add_argument("--labels", help="CSV or Parquet table joined by id (or object)")
+    parser.add_argument(
+        "--labels-key",
+        choices=["id", "object"],
+        help="join the labels by id or by object (default: id if the table has an id column)",
+    )
     parser.add_argument("--format", default="auto", choices=["auto", "adp", "s1d", "linear"])
-    parser.add_argument("--min-median", type=float, default=50.0, help="degenerate below (ADU)")
+    parser.add_argument(
+        "--min-snr",
+        type=float,
+        default=DEFAULT_MIN_SNR,
+        help=f"degenerate below this SNR per pixel estimated from the spectrum ({DEFAULT_MIN_SNR:g}; 0: off)",
+    )
+    parser.add_argument(
+        "--min-median",
+        type=float,
+        default=None,
+        help="degenerate at or below this median flux, in the input's units (off; 50 for HARPS ADU)",
+    )
     parser.add_argument(
         "--min-coverage", type=float, default=0.5, help="fraction of the grid a spectrum covers"
     )

@@ -55,6 +55,9 @@ FLUX_MAX = float(np.finfo(FLUX_DTYPE).max)
 IDENTITY_COLUMNS = ("id", "object", "source")
 META_COLUMNS = ("ra", "dec", "mjd_obs", "exptime", "airmass", "berv", "targ_rv", "snr")
 LABEL_COLUMNS = ("rv", "teff", "logg", "feh", "vsini")
+PER_EPOCH_COLUMNS = ("rv",) + META_COLUMNS
+"""Columns whose value differs between epochs of one object (the star moves, the sky and
+the exposure change); a labels table joined by ``object`` must not fill them."""
 
 UNITS = {
     "flux": "normalised",

@@ -42,3 +42,21 @@ def write_toy_store(uri: str, n_objects: int = 60, epochs: int = 3, seed: int = 
     ids = [f"{obj}-e{i % epochs}" for i, obj in enumerate(objects)]
     add_native_spectra(store, ids, objects, flux, {"rv": rv, "teff": teff}, "toy", shards)
     return {"id": ids, "object": objects, "rv": rv, "teff": teff}
+
+
+def write_linear_fits(path, grid, flux: np.ndarray, obj: str) -> None:
+    """A 1-D FITS image with a linear wavelength WCS (Angstrom) on the grid's native pixels,
+    as spectral libraries publish them: flux in whatever unit it is given."""
+    from astropy.io import fits
+
+    header = fits.Header(
+        [
+            ("CRVAL1", grid.start),
+            ("CDELT1", grid.step),
+            ("CRPIX1", 1.0),
+            ("CTYPE1", "WAVE"),
+            ("CUNIT1", "Angstrom"),
+            ("OBJECT", obj),
+        ]
+    )
+    fits.PrimaryHDU(data=np.asarray(flux, np.float32), header=header).writeto(path)

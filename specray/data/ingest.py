@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import logging
 import posixpath
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import re
+from collections import Counter
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 import ray
 
 from specray import schema, storage
+from specray.data.labels import load_labels
 from specray.data.shards import (
     DEFAULT_SHARD_BYTES,
     Compaction,
@@ -30,7 +30,7 @@ from specray.data.shards import (
 from specray.data.store import Store, now, writing_store
 from specray.runtime import ensure_ray
 from specray.spectra.fits import SpectrumFileError, read_spectrum, spectrum_id
-from specray.spectra.grid import DegenerateSpectrum, Grid, named_grid, prepare
+from specray.spectra.grid import DEFAULT_MIN_SNR, DegenerateSpectrum, Grid, named_grid, prepare
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,12 @@ FITS_SUFFIXES = (".fits", ".fits.gz", ".fit", ".fit.gz", ".fts")
 
 @dataclass
 class IngestReport:
-    """Counts of one ingest run, and where things went."""
+    """Counts of one ingest run, and where things went.
+
+    ``reasons`` counts this run's quarantined inputs by reason class (``reason_class``);
+    ``stored`` is the number of spectra in the store after the run; ``labelled`` is how
+    many of this run's ingested spectra found a row in the labels table (None: no table).
+    """
 
     ingested: int
     skipped: int
@@ -49,8 +54,25 @@ class IngestReport:
     replaced: int = 0
     retried: int = 0
     still_quarantined: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+    stored: int | None = None
+    labelled: int | None = None
 
-    def summary(self) -> str:
+    @property
+    def failed(self) -> bool:
+        """Nothing was ingested and the store holds nothing: the run achieved nothing."""
+        return self.ingested == 0 and not self.stored
+
+    def failure(self) -> str:
+        """One line for a failed run: what happened to the inputs."""
+        counts = ", ".join(f"{n} {why}" for why, n in self._reasons_by_count())
+        detail = f" ({self.quarantined} quarantined: {counts})" if counts else ""
+        return f"nothing was ingested and the store holds no spectra{detail}"
+
+    def _reasons_by_count(self) -> list[tuple[str, int]]:
+        return sorted(self.reasons.items(), key=lambda item: -item[1])
+
+    def _counts(self) -> str:
         parts = [f"ingested {self.ingested}"]
         if self.replaced:
             parts.append(f"of which {self.replaced} replace changed files")
@@ -62,57 +84,97 @@ class IngestReport:
             parts.append(f"{self.still_quarantined} unchanged file(s) still quarantined")
         return ", ".join(parts) + f"; {len(self.shards)} new shard(s)"
 
+    def summary(self) -> str:
+        lines = [self._counts()]
+        if self.reasons:
+            counts = self._reasons_by_count()
+            lines.append("quarantined for: " + "; ".join(f"{n} {why}" for why, n in counts))
+        if self.labelled is not None:
+            lines.append(f"labels: {self.labelled} of {self.ingested} spectra found a label row")
+        dominant = self.dominant_reason()
+        if dominant:
+            why, n = dominant
+            hint = option_for(why)
+            lines.append(
+                f"most inputs were quarantined ({self.quarantined} of "
+                f"{self.quarantined + self.ingested}), {n} for '{why}'"
+                + (f": {hint}" if hint else "; see quarantine.jsonl in the store")
+            )
+        return "\n".join(lines)
+
+    def dominant_reason(self) -> tuple[str, int] | None:
+        """The reason behind most quarantines when more than half of the inputs were."""
+        processed = self.ingested + self.quarantined
+        if not self.reasons or 2 * self.quarantined <= processed:
+            return None
+        why, n = max(self.reasons.items(), key=lambda item: item[1])
+        return (why, n) if 2 * n > self.quarantined else None
+
+
+MEDIAN_HINT = (
+    "--min-median is in the input's units (50 suits HARPS raw counts); leave it out "
+    "(the default) for normalised or flux-calibrated spectra"
+)
+GRID_HINT = "choose a --grid that covers the spectra's wavelength range"
+REASON_CLASSES = (
+    (r"median flux \S+ <= 0\b", "median flux <= 0", None),
+    (r"median flux \S+ <= (\S+) \(--min-median\)", "median flux <= {0}", MEDIAN_HINT),
+    (
+        r"SNR estimate \S+ < (\S+)",
+        "SNR estimate < {0}",
+        "lower --min-snr (0 turns the cut off) if these spectra are usable",
+    ),
+    (r"covers only", "covers too little of the grid", GRID_HINT + ", or lower --min-coverage"),
+    (r"no finite flux on grid (\S+)", "no finite flux on grid {0}", GRID_HINT),
+    (r"mean flux \S+ <= 0", "mean flux <= 0", None),
+    (r"constant flux", "constant flux", None),
+    (r"already in the store from another file", "id already in the store", None),
+    (r"changed since it was ingested", "changed since it was ingested", None),
+    (r"beyond float16 range", "flux beyond float16 range", None),
+)
+"""(pattern in a quarantine reason, its class, the option that changes it or None)."""
+
+
+def option_for(reason: str) -> str | None:
+    """The option that changes a reason class (from ``reason_class``), if there is one."""
+    for _, template, hint in REASON_CLASSES:
+        fixed = template.split("{")[0]
+        if reason == template or ("{" in template and reason.startswith(fixed)):
+            return hint
+    return None
+
+
+def reason_class(record: dict) -> str:
+    """A quarantine record's reason without file names and numbers, to count reasons."""
+    reason = str(record.get("reason", ""))
+    for pattern, label, _ in REASON_CLASSES:
+        match = re.search(pattern, reason)
+        if match:
+            return label.format(*match.groups())
+    source = str(record.get("source", ""))
+    for name in (source, posixpath.basename(source)):
+        if name:
+            reason = reason.replace(f"{name}: ", "").replace(name, "")
+    return re.sub(r"\d+(\.\d+)?", "N", reason).strip() or "unknown"
+
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """How each spectrum is put on the grid (see specray.spectra.grid.prepare)."""
+    """How each spectrum is put on the grid (see specray.spectra.grid.prepare).
 
-    min_median: float = 50.0
+    ``min_snr``: least DER_SNR estimate per pixel (None or 0: no cut). ``min_median``: an
+    absolute cut in the input's flux units (None: none; 50 for HARPS raw counts).
+    ``min_coverage``: least fraction of the grid's usable pixels a spectrum covers. The
+    settings are recorded in the store's ``store.json`` (``record``).
+    """
+
+    min_snr: float | None = DEFAULT_MIN_SNR
+    min_median: float | None = None
     min_coverage: float = 0.5
 
-
-@dataclass(frozen=True)
-class LabelTable:
-    """Label values keyed by spectrum ``id`` or by ``object``, as a plain dict for tasks."""
-
-    key: str
-    columns: tuple[str, ...]
-    values: Mapping[str, dict]
-
-    def lookup(self, identifier: str, obj: str) -> dict:
-        return dict(self.values.get(identifier if self.key == "id" else obj, {}))
-
-    @property
-    def extra_labels(self) -> tuple[str, ...]:
-        known = set(schema.META_COLUMNS) | set(schema.LABEL_COLUMNS)
-        return tuple(column for column in self.columns if column not in known)
-
-
-def load_labels(uri: str) -> LabelTable:
-    """Read a CSV or Parquet labels table; numeric columns other than the key become labels."""
-    fs, path = storage.filesystem(uri)
-    if not fs.exists(path):
-        raise storage.StorageError(f"{uri}: labels table not found")
-    with fs.open(path, "rb") as handle:
-        table = pq.read_table(handle) if path.endswith(".parquet") else pacsv.read_csv(handle)
-    key = "id" if "id" in table.column_names else "object"
-    if key not in table.column_names:
-        raise ValueError(f"{uri}: a labels table needs an 'id' or an 'object' column")
-    numeric = [
-        name
-        for name in table.column_names
-        if name not in ("id", "object")
-        and (pa.types.is_integer(table[name].type) or pa.types.is_floating(table[name].type))
-    ]
-    ignored = sorted(set(table.column_names) - set(numeric) - {"id", "object"})
-    if ignored:
-        log.info("labels %s: ignoring non-numeric columns %s", uri, ignored)
-    keys = [str(value) for value in table[key].to_pylist()]
-    columns = {
-        name: table[name].cast(pa.float64()).to_numpy(zero_copy_only=False) for name in numeric
-    }
-    values = {k: {name: float(columns[name][i]) for name in numeric} for i, k in enumerate(keys)}
-    return LabelTable(key, tuple(numeric), values)
+    def record(self) -> dict:
+        """The settings as a JSON-able dict (what store.json keeps)."""
+        return {"normalisation": "masked median", **asdict(self)}
 
 
 def stage_table(rows: list[dict], store_schema: pa.Schema, grid: Grid) -> pa.Table:
@@ -155,7 +217,12 @@ def prepared_row(
     row = {**values, "id": identifier, "object": obj}
     try:
         prepared = prepare(
-            wavelength, flux, grid, preprocessing.min_median, preprocessing.min_coverage
+            wavelength,
+            flux,
+            grid,
+            min_median=preprocessing.min_median,
+            min_coverage=preprocessing.min_coverage,
+            min_snr=preprocessing.min_snr,
         )
     except (DegenerateSpectrum, ValueError) as exc:
         return {**row, "error": f"{type(exc).__name__}: {exc}"}
@@ -333,19 +400,23 @@ def ingest(
     preprocessing: Preprocessing = Preprocessing(),
     shard_bytes: int = DEFAULT_SHARD_BYTES,
     wait_s: float = float("inf"),
+    labels_key: str | None = None,
 ) -> IngestReport:
     """Ingest every new or changed FITS file under ``input_uri`` into the store at ``store_uri``.
 
     The store's write lock is held from reading the manifest to committing it; a second
     ingest into the same store waits for it (up to ``wait_s`` seconds) and then adds
-    only what the first did not.
+    only what the first did not. ``labels_key`` ("id", "object" or None: id when the table
+    has one) is how the labels table joins (specray.data.labels).
     """
     input_uri, store_uri = storage.normalize(input_uri), storage.normalize(store_uri)
     grid = named_grid(grid) if isinstance(grid, str) else grid
-    label_table = load_labels(labels) if labels else None
+    label_table = load_labels(labels, labels_key) if labels else None
     extra = label_table.extra_labels if label_table else ()
     entries = list_inputs(input_uri)
-    with writing_store(store_uri, grid, extra, "an ingest", wait_s) as store:
+    with writing_store(
+        store_uri, grid, extra, "an ingest", wait_s, preprocessing.record()
+    ) as store:
         orphans = store.remove_orphan_shards()
         plan = plan_ingest(entries, store)
         log.info(
@@ -362,15 +433,20 @@ def ingest(
             replaced = {e.uri for e in plan.replaced} & {r["source"] for r in sink.result.manifest}
             compaction = compact_shards(store, replaced, sink.run_id)
         commit_run(store, sink, plan.rejected, entries, compaction)
+    quarantine = list(plan.rejected) + (sink.result.quarantine if sink else [])
+    ingested = sink.result.manifest if sink else []
     report = IngestReport(
-        ingested=len(sink.result.manifest) if sink else 0,
+        ingested=len(ingested),
         skipped=plan.skipped,
-        quarantined=len(plan.rejected) + (len(sink.result.quarantine) if sink else 0),
+        quarantined=len(quarantine),
         shards=sink.result.shards if sink else [],
         orphans_removed=len(orphans),
         replaced=len(compaction.superseded) if compaction else 0,
         retried=plan.retried,
         still_quarantined=plan.still_quarantined,
+        reasons=dict(Counter(reason_class(record) for record in quarantine)),
+        stored=store.n_spectra(),
+        labelled=label_table.report_matches(ingested) if label_table else None,
     )
     log.info("%s", report.summary())
     return report

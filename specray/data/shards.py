@@ -55,7 +55,9 @@ class SinkResult:
 
 
 def _records(table: pa.Table, shard: str | None) -> list[dict]:
-    columns = table.select(["source", "id", "size", "version", "error", "transient"]).to_pylist()
+    columns = table.select(
+        ["source", "id", "object", "size", "version", "error", "transient"]
+    ).to_pylist()
     stamp = now()
     if shard is None:
         return [
@@ -69,6 +71,7 @@ def _records(table: pa.Table, shard: str | None) -> list[dict]:
             "size": c["size"],
             "version": c["version"],
             "id": c["id"],
+            "object": c["object"],
             "status": "ingested",
             "shard": shard,
             "at": stamp,

@@ -2,7 +2,8 @@
 
 Layout of ``<store>``::
 
-    store.json          grid, extra label columns, schema version (written once)
+    store.json          grid, extra label columns, schema version, preprocessing settings
+                        (written once)
     shards/*.parquet    the spectra (columns in specray.schema)
     manifest.jsonl      one line per input: source URI, size, version (mtime or ETag),
                         id, status ("ingested" with its shard, or "quarantined")
@@ -60,6 +61,8 @@ class Store:
     manifest: list[dict] = field(default_factory=list)
     quarantine: list[dict] = field(default_factory=list)
     lock: Lock | None = None
+    preprocessing: dict | None = None
+    """How spectra were prepared (specray.data.ingest.Preprocessing.record); None if unrecorded."""
 
     @property
     def schema(self) -> pa.Schema:
@@ -137,11 +140,18 @@ def open_store(uri: str) -> Store:
         extra_labels=tuple(descriptor.get("extra_labels", ())),
         manifest=storage.read_jsonl(storage.join(uri, MANIFEST_FILE)),
         quarantine=storage.read_jsonl(storage.join(uri, QUARANTINE_FILE)),
+        preprocessing=descriptor.get("preprocessing"),
     )
 
 
-def open_or_create_store(uri: str, grid: Grid, extra_labels: tuple[str, ...] = ()) -> Store:
-    """Open the store at ``uri``, or create it for ``grid``; the grid must match."""
+def open_or_create_store(
+    uri: str, grid: Grid, extra_labels: tuple[str, ...] = (), preprocessing: dict | None = None
+) -> Store:
+    """Open the store at ``uri``, or create it for ``grid``; the grid must match.
+
+    ``preprocessing`` (JSON-able settings) is recorded in a new store; an existing store
+    that recorded other settings is an error, since its spectra would mix two rules.
+    """
     uri = storage.normalize(uri)
     if storage.exists(storage.join(uri, STORE_FILE)):
         store = open_store(uri)
@@ -157,6 +167,7 @@ def open_or_create_store(uri: str, grid: Grid, extra_labels: tuple[str, ...] = (
                 f"(it has {list(store.extra_labels) or 'no extra labels'}); "
                 "use a new store to add label columns"
             )
+        _check_preprocessing(store, preprocessing)
         return store
     descriptor = {
         "schema_version": schema.SCHEMA_VERSION,
@@ -164,8 +175,26 @@ def open_or_create_store(uri: str, grid: Grid, extra_labels: tuple[str, ...] = (
         "extra_labels": list(extra_labels),
         "created": now(),
     }
+    if preprocessing is not None:
+        descriptor["preprocessing"] = preprocessing
     storage.atomic_write_text(storage.join(uri, STORE_FILE), json.dumps(descriptor, indent=2))
-    return Store(uri=uri, grid=grid, extra_labels=tuple(extra_labels))
+    return Store(uri=uri, grid=grid, extra_labels=tuple(extra_labels), preprocessing=preprocessing)
+
+
+def _check_preprocessing(store: Store, preprocessing: dict | None) -> None:
+    """StoreError if the store recorded preprocessing settings other than ``preprocessing``."""
+    if preprocessing is None or store.preprocessing is None:
+        return
+    wanted = json.loads(json.dumps(preprocessing))
+    if wanted != store.preprocessing:
+        names = sorted(set(wanted) | set(store.preprocessing))
+        differ = [n for n in names if wanted.get(n) != store.preprocessing.get(n)]
+        store_side = ", ".join(f"{n}={store.preprocessing.get(n)}" for n in differ)
+        run_side = ", ".join(f"{n}={wanted.get(n)}" for n in differ)
+        raise StoreError(
+            f"{store.uri}: the store's spectra were prepared with {store_side}; this run "
+            f"asks for {run_side}; ingest with the store's settings or into a new store"
+        )
 
 
 @contextmanager
@@ -175,6 +204,7 @@ def writing_store(
     extra_labels: tuple[str, ...] = (),
     purpose: str = "another ingest",
     wait_s: float = float("inf"),
+    preprocessing: dict | None = None,
 ) -> Iterator[Store]:
     """Open (or create) the store for writing, holding its write lock throughout.
 
@@ -183,7 +213,7 @@ def writing_store(
     :meth:`Store.remove_orphan_shards` run: no live writer can own an orphan.
     """
     with exclusive_lock(storage.join(storage.normalize(uri), LOCK_FILE), purpose, wait_s) as lock:
-        store = open_or_create_store(uri, grid, extra_labels)
+        store = open_or_create_store(uri, grid, extra_labels, preprocessing)
         store.lock = lock
         try:
             yield store

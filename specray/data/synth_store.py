@@ -102,7 +102,9 @@ def synthesize(
         return f"wrote {table.num_rows} ADP files and {LABELS_FILE} to {out}"
     if fmt != "parquet":
         raise ValueError(f"--format must be parquet or fits, got {fmt!r}")
-    with writing_store(out, grid, purpose="a synthetic-survey writer") as store:
+    with writing_store(
+        out, grid, purpose="a synthetic-survey writer", preprocessing=Preprocessing().record()
+    ) as store:
         store.remove_orphan_shards()
         if store.n_spectra():
             return f"{out} already holds {store.n_spectra()} spectra; nothing generated"

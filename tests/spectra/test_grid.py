@@ -3,7 +3,14 @@
 import numpy as np
 import pytest
 
-from specray.spectra.grid import DegenerateSpectrum, Grid, named_grid, prepare, resample
+from specray.spectra.grid import (
+    DegenerateSpectrum,
+    Grid,
+    estimate_snr,
+    named_grid,
+    prepare,
+    resample,
+)
 
 
 def test_harps_grid_is_the_published_grid():
@@ -97,13 +104,69 @@ def test_prepare_normalises_by_the_masked_median():
     assert prepared.flux.dtype == np.float32 and prepared.flux.size == grid.length
 
 
+def noisy_lines(grid, level: float, snr: float, seed: int = 0) -> np.ndarray:
+    """Absorption lines 0.3 A wide (sampled by several pixels) on a continuum ``level``,
+    with Gaussian noise of standard deviation level / snr."""
+    rng = np.random.default_rng(seed)
+    wave = grid.native_wavelength
+    profile = np.ones_like(wave)
+    for centre in np.arange(grid.start + 2.0, grid.stop - 2.0, 7.3):
+        profile -= 0.5 * np.exp(-0.5 * ((wave - centre) / 0.3) ** 2)
+    return level * (profile + rng.normal(0.0, 1.0 / snr, wave.size))
+
+
+def test_der_snr_recovers_the_noise_whatever_the_units():
+    grid = named_grid("linear:5000:5100:0.05")
+    flux = noisy_lines(grid, 1.0, 40.0)
+    signal = np.median(flux)  # a little under the continuum: the lines
+    assert estimate_snr(flux) == pytest.approx(40.0 * signal, rel=0.05)
+    assert estimate_snr(flux * 1e-16) == pytest.approx(estimate_snr(flux), rel=1e-9)
+    assert estimate_snr(flux * 3e4) == pytest.approx(estimate_snr(flux), rel=1e-9)
+    assert estimate_snr(np.ones(100)) == np.inf
+    assert np.isnan(estimate_snr(np.array([1.0, np.nan, 2.0])))
+
+
+@pytest.mark.parametrize("level", [1.0, 3.2e-16, 2.5e4])
+def test_default_rule_keeps_good_spectra_in_any_unit(level):
+    """Normalised, flux-calibrated (erg/s/cm2/A) and raw-count spectra all pass by default,
+    and normalise to the same flux."""
+    grid = named_grid("linear:5000:5100:0.05")
+    prepared = prepare(grid.native_wavelength, noisy_lines(grid, level, 40.0), grid)
+    reference = prepare(grid.native_wavelength, noisy_lines(grid, 1.0, 40.0), grid)
+    np.testing.assert_allclose(prepared.flux, reference.flux, rtol=1e-5)
+    assert prepared.median == pytest.approx(level * reference.median)
+
+
 @pytest.mark.parametrize(
-    ("level", "reason"), [(30.0, "median flux 30 <= 50"), (-5.0, "median flux -5 <= 50")]
+    ("flux", "reason"),
+    [
+        (np.zeros(2001), "median flux 0 <= 0"),
+        (np.full(2001, -3.0), "median flux -3 <= 0"),
+        (np.full(2001, 1.0), "constant flux 1: no spectral information"),
+        (np.full(2001, 4e-16), "constant flux 4e-16"),
+    ],
 )
-def test_low_flux_is_degenerate(level, reason):
-    grid = named_grid("linear:5000:5100:0.1")
+def test_empty_negative_and_constant_spectra_are_degenerate(flux, reason):
+    grid = named_grid("linear:5000:5100:0.05")
+    assert grid.n_native == flux.size
     with pytest.raises(DegenerateSpectrum, match=reason):
-        prepare(grid.native_wavelength, np.full(grid.n_native, level), grid)
+        prepare(grid.native_wavelength, flux, grid)
+
+
+def test_noise_dominated_spectra_are_degenerate_unless_the_cut_is_off():
+    grid = named_grid("linear:5000:5100:0.05")
+    flux = noisy_lines(grid, 1e-16, 2.0)
+    with pytest.raises(DegenerateSpectrum, match=r"SNR estimate 1\.\d+ < 5 \(DER_SNR; --min-snr\)"):
+        prepare(grid.native_wavelength, flux, grid)
+    assert prepare(grid.native_wavelength, flux, grid, min_snr=0).mask.sum() > 0
+
+
+def test_the_adu_median_cut_applies_only_when_asked():
+    grid = named_grid("linear:5000:5100:0.05")
+    flux = noisy_lines(grid, 30.0, 40.0)
+    assert prepare(grid.native_wavelength, flux, grid).median < 30.0
+    with pytest.raises(DegenerateSpectrum, match=r"median flux 2\d\.\d+ <= 50 \(--min-median\)"):
+        prepare(grid.native_wavelength, flux, grid, min_median=50.0)
 
 
 def test_negative_mean_is_degenerate_even_with_a_high_median():

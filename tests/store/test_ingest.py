@@ -60,7 +60,7 @@ def write_bad_inputs(folder, grid):
         "garbage.fits": "FITS",
         "allnan.fits": "no finite flux",
         "offgrid.fits": "no finite flux",
-        "faint.fits": "median flux 12 <= 50",
+        "faint.fits": "constant flux 12",
     }
 
 
@@ -94,7 +94,10 @@ def test_bad_inputs_are_quarantined_and_the_rest_lands(real_inputs, tmp_path, ca
     out = tmp_path / "store"
     code = main(["ingest", str(real_inputs), "--out", str(out), "--grid", "harps"])
     assert code == 0
-    assert "ingested 2, skipped 0 already present, quarantined 6" in capsys.readouterr().out
+    out_text = capsys.readouterr().out
+    assert "ingested 2, skipped 0 already present, quarantined 6" in out_text
+    assert "2 no finite flux on grid harps" in out_text
+    assert "most inputs" not in out_text  # 6 of 8, but no reason accounts for most
     _, table = read_store(str(out))
     assert table.num_rows == 2
     records = [json.loads(line) for line in (out / "quarantine.jsonl").read_text().splitlines()]
@@ -142,17 +145,23 @@ def test_a_store_keeps_its_grid(real_inputs, tmp_path):
         ingest(str(real_inputs), str(tmp_path / "store"), grid="demo")
 
 
-@pytest.mark.parametrize("key", ["id", "object"])
+@pytest.mark.parametrize("key", ["ID", "object"])
 def test_labels_join_by_id_or_object(real_inputs, tmp_path, key):
-    keys = {"id": (ADP_ID, S1D_ID), "object": ("IC4651No9122", "Gl581")}[key]
+    """By id every column joins; by object (no id column) the per-epoch rv does not."""
+    keys = {"ID": (ADP_ID, S1D_ID), "object": ("IC4651No9122", "Gl581")}[key]
     labels = tmp_path / "labels.csv"
-    labels.write_text(f"{key},teff,rv,mass\n{keys[0]},6100,-30.5,1.1\n{keys[1]},3480,-9.2,0.3\n")
-    ingest(str(real_inputs), str(tmp_path / "store"), grid="harps", labels=str(labels))
+    rows = f"{keys[0]},6100,-30.5,1.1,\n{keys[1]},3480,-9.2,0.3,30\n"
+    labels.write_text(f"{key},teff,rv,mass,snr\n{rows}")
+    report = ingest(str(real_inputs), str(tmp_path / "store"), grid="harps", labels=str(labels))
+    assert report.labelled == 2
     store, table = read_store(str(tmp_path / "store"))
     assert table["teff"].to_pylist() == [6100, 3480]
-    assert table["rv"].to_pylist() == [-30.5, -9.2]
+    rv = table["rv"].to_numpy()
+    assert rv.tolist() == [-30.5, -9.2] if key == "ID" else np.isnan(rv).all()
     assert table["mass"].to_pylist() == [1.1, 0.3] and store.extra_labels == ("mass",)
     assert np.isnan(table["logg"].to_numpy()).all()
+    # a blank cell keeps the header's SNR; a per-epoch value joins by id only
+    assert table["snr"].to_pylist() == [23.35, 30.0 if key == "ID" else 23.9]
 
 
 def test_s3_to_s3_ingest_through_a_real_endpoint(s3_bucket, tmp_path):
