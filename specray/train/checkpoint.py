@@ -95,6 +95,8 @@ def _torch_problem(exc: Exception) -> str:
     """What is wrong with a model.pt, without torch's advice to load it unsafely."""
     if isinstance(exc, EOFError):
         return "empty or cut short"
+    if isinstance(exc, OSError):
+        return f"damaged or unreadable ({exc.strerror or type(exc).__name__})"
     if isinstance(exc, pickle.UnpicklingError):
         return "holds something other than tensors, or is damaged (read as weights only)"
     first = str(exc).split(". ")[0].strip()
@@ -108,7 +110,7 @@ def read_model_file(path: str, source: str | None = None) -> dict:
     source = source or path
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, ValueError) as exc:
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, ValueError) as exc:
         raise CheckpointError(f"{source}: {_torch_problem(exc)}") from None
     if not isinstance(payload, dict) or not {"state_dict", "optimizer"} <= set(payload):
         raise CheckpointError(f"{source}: not a specray checkpoint (no state_dict and optimizer)")
@@ -167,7 +169,10 @@ def move_aside(uri: str, prefix: str = CORRUPT_PREFIX) -> str:
     return target
 
 
-def _set_aside(checkpoint_uri: str, problem: CheckpointError, move: bool) -> None:
+def _set_aside(
+    checkpoint_uri: str, problem: CheckpointError, move: bool, problems: list[str]
+) -> None:
+    problems.append(str(problem))
     if move:
         target = move_aside(checkpoint_uri)
         log.warning("%s; moved the checkpoint aside to %s", problem, target)
@@ -176,26 +181,28 @@ def _set_aside(checkpoint_uri: str, problem: CheckpointError, move: bool) -> Non
 
 
 def intact_checkpoints(
-    run_uri: str, move_damaged: bool = False
+    run_uri: str, move_damaged: bool = False, problems: list[str] | None = None
 ) -> Iterator[tuple[str, dict, dict]]:
     """(URI, torch payload, meta) of each intact checkpoint of a run, most steps first.
 
     A checkpoint whose meta.json or model.pt is missing or damaged is skipped with a
     WARNING naming the file and the problem; with ``move_damaged`` it is also moved to
     ``RUN/corrupt-<name>`` so that nothing (Ray Train included) reads it again. The
-    generator is lazy: model.pt files older than the first intact one are not read.
+    generator is lazy: model.pt files older than the first intact one are not read. Each
+    problem met is also appended to ``problems``.
     """
+    problems = [] if problems is None else problems
     ranked = []
     for folder in checkpoint_folders(run_uri):
         try:
             ranked.append((read_meta(folder)["step"], folder))
         except CheckpointError as problem:
-            _set_aside(folder, problem, move_damaged)
+            _set_aside(folder, problem, move_damaged, problems)
     for _, folder in sorted(ranked, reverse=True):
         try:
             payload, meta = load_checkpoint(folder)
         except CheckpointError as problem:
-            _set_aside(folder, problem, move_damaged)
+            _set_aside(folder, problem, move_damaged, problems)
             continue
         yield folder, payload, meta
 
@@ -207,23 +214,28 @@ def newest_intact_checkpoint(run_uri: str, move_damaged: bool = False) -> tuple[
     return None
 
 
+def _no_intact_checkpoint(run_uri: str, problems: list[str]) -> CheckpointError:
+    if not problems:
+        return CheckpointError(f"{run_uri}: holds no checkpoint yet")
+    return CheckpointError(f"no intact checkpoint in {run_uri}: {problems[0]}")
+
+
 def latest_checkpoint(run_uri: str) -> str:
     """URI of the intact checkpoint in ``run_uri`` with the most optimiser steps."""
-    found = newest_intact_checkpoint(run_uri)
-    if found is None:
-        raise CheckpointError(f"{run_uri}: holds no intact checkpoint")
-    return found[0]
+    problems: list[str] = []
+    for folder, _, _ in intact_checkpoints(run_uri, problems=problems):
+        return folder
+    raise _no_intact_checkpoint(run_uri, problems)
 
 
 def _load_newest(run_or_checkpoint: str) -> tuple[str, dict, dict]:
     """(URI, payload, meta): one checkpoint folder as given, or a run's newest intact one."""
     if storage.exists(storage.join(run_or_checkpoint, META_FILE)):
         return (run_or_checkpoint, *load_checkpoint(run_or_checkpoint))
-    for found in intact_checkpoints(run_or_checkpoint):
+    problems: list[str] = []
+    for found in intact_checkpoints(run_or_checkpoint, problems=problems):
         return found
-    if not checkpoint_folders(run_or_checkpoint):
-        raise CheckpointError(f"{run_or_checkpoint}: holds no checkpoint yet")
-    raise CheckpointError(f"{run_or_checkpoint}: every checkpoint is damaged (see the warnings)")
+    raise _no_intact_checkpoint(run_or_checkpoint, problems)
 
 
 def load_trained_model(run_or_checkpoint: str) -> tuple[SpectrumVAE, dict]:
