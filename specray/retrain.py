@@ -31,7 +31,7 @@ from specray.data.ingest import ingest
 from specray.data.store import STORE_FILE, open_store
 from specray.locks import LockHeld, exclusive_lock
 from specray.spectra.grid import named_grid
-from specray.train.checkpoint import CheckpointError, checkpoint_grid, latest_checkpoint
+from specray.train.checkpoint import CheckpointError, checkpoint_grid, newest_intact_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -96,14 +96,14 @@ def _active_run(run: str) -> str:
 def _training_config(active_run: str, store_grid, overrides: dict, from_scratch: bool):
     """(config, run to train, whether it starts from scratch)."""
     try:
-        checkpoint = latest_checkpoint(active_run)
-    except CheckpointError:
-        checkpoint = None
-    if checkpoint is None:
+        found = newest_intact_checkpoint(active_run)
+    except CheckpointError:  # no such run yet
+        found = None
+    if found is None:
         config = Config()
         apply(config, overrides)
         return config, active_run, True
-    meta = json.loads(storage.read_text(storage.join(checkpoint, "meta.json")))
+    meta = found[1]
     config = Config.from_dict(meta["config"])
     apply(config, overrides)
     if from_scratch or checkpoint_grid(meta) != store_grid:

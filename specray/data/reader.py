@@ -43,6 +43,15 @@ def object_counts(store: Store) -> Counter:
     return counts
 
 
+def split_sizes(store: Store, val_fraction: float) -> tuple[int, int]:
+    """(training, validation) spectra in the store's split, from the ``object`` column alone."""
+    counts = object_counts(store)
+    objects = np.array(list(counts), dtype=object)
+    in_validation = is_validation(objects, val_fraction) if counts else []
+    n_val = sum(counts[obj] for obj, val in zip(objects, in_validation, strict=True) if val)
+    return sum(counts.values()) - n_val, n_val
+
+
 def balancing_weights(counts: Counter) -> dict[str, float]:
     """Per-object loss weight N / (K * n_object); mean 1 over all spectra."""
     total, n_objects = sum(counts.values()), len(counts)

@@ -2,14 +2,18 @@
 
 The architecture is described by a small set of numbers (:class:`VAEConfig`):
 
-* ``input_length`` -- pixels per spectrum (a multiple of ``2 ** n_stride2``);
+* ``input_length`` -- pixels per spectrum. The network zero-pads its input on the right to
+  ``padded_length``, the next multiple of ``2 ** n_stride2`` (so every stride-2 layer halves
+  it exactly), and crops the reconstruction back to ``input_length``. The padding is like
+  the grid's own (zeros, outside the mask), so any preset runs on any grid; the ``paper``
+  preset on the published 327,680-pixel grid pads nothing;
 * ``channels``, ``kernels``, ``strides`` -- one entry per encoder layer: output channels,
   (odd) kernel size and stride (1 or 2). Encoder layer ``i`` (1-based) is
   ``conv{i} = Sequential(Conv1d(c[i-1], c[i], k[i], s[i], padding=(k[i]-1)//2), LeakyReLU(0.1))``
   with ``c[0] = 1``; a stride-2 layer halves the length exactly, a stride-1 layer keeps it;
 * ``latent_dim`` -- size of the bottleneck.
 
-The flattened size is ``channels[-1] * input_length // 2 ** n_stride2``; ``fc11`` (mu) and
+The flattened size is ``channels[-1] * padded_length // 2 ** n_stride2``; ``fc11`` (mu) and
 ``fc12`` (log-variance) map it to the latent space and ``fc2`` maps back, with no activation.
 
 The decoder mirrors the encoder layer by layer: ``deconv{i}`` undoes ``conv{i}``, i.e. it maps
@@ -70,12 +74,8 @@ class VAEConfig:
             raise ValueError(f"strides must be 1 or 2, got {self.strides}")
         if self.latent_dim < 1:
             raise ValueError(f"latent_dim must be positive, got {self.latent_dim}")
-        if self.input_length < 1 or self.input_length % self.length_multiple:
-            raise ValueError(
-                f"input_length={self.input_length} is not a positive multiple of "
-                f"2**{self.n_stride2}={self.length_multiple} (the number of stride-2 layers is "
-                f"{self.n_stride2})"
-            )
+        if self.input_length < 1:
+            raise ValueError(f"input_length must be positive, got {self.input_length}")
 
     @property
     def n_stride2(self) -> int:
@@ -84,13 +84,18 @@ class VAEConfig:
 
     @property
     def length_multiple(self) -> int:
-        """Input lengths must be a multiple of this (``2 ** n_stride2``)."""
+        """Stride-2 layers divide lengths that are a multiple of this (``2 ** n_stride2``)."""
         return 2**self.n_stride2
+
+    @property
+    def padded_length(self) -> int:
+        """Pixels the convolutions see: ``input_length`` rounded up to ``length_multiple``."""
+        return -(-self.input_length // self.length_multiple) * self.length_multiple
 
     @property
     def bottleneck_length(self) -> int:
         """Length of the encoder output (20 for the paper preset)."""
-        return self.input_length // self.length_multiple
+        return self.padded_length // self.length_multiple
 
     @property
     def flat_size(self) -> int:
@@ -226,7 +231,7 @@ class SpectrumVAE(nn.Module):
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """(B, 1, L) spectra -> (mu, logvar), each (B, latent_dim)."""
         self._check_input(x)
-        h = x
+        h = F.pad(x, (0, self.arch.padded_length - self.arch.input_length))
         for i in range(1, self._n + 1):
             h = getattr(self, f"conv{i}")(h)
         h = h.flatten(1)
@@ -237,7 +242,7 @@ class SpectrumVAE(nn.Module):
         h = self.fc2(z).view(z.shape[0], self.arch.channels[-1], self.arch.bottleneck_length)
         for i in range(self._n, 0, -1):
             h = getattr(self, f"deconv{i}")(h)
-        return self.predict0(h)
+        return self.predict0(h)[..., : self.arch.input_length]
 
     @staticmethod
     def reparameterise(mu: Tensor, logvar: Tensor) -> Tensor:
@@ -263,7 +268,7 @@ def build_model(preset: str = "paper", **overrides) -> SpectrumVAE:
 
     ``overrides`` are :class:`VAEConfig` fields: ``input_length``, ``latent_dim``,
     ``channels``, ``kernels``, ``strides``. Raises ``ValueError`` for an invalid architecture,
-    e.g. an ``input_length`` that is not a multiple of ``2 ** n_stride2``.
+    e.g. an even kernel or a stride other than 1 or 2.
     """
     return SpectrumVAE(resolve_config(preset, **overrides))
 

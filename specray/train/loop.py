@@ -22,14 +22,24 @@ import torch
 from specray import storage
 from specray.analysis.dispersion import informative_nodes
 from specray.config import Config
+from specray.errors import SpecrayError
 from specray.model import build_model, kl_weight, vae_loss
 from specray.spectra.grid import Grid
-from specray.train.checkpoint import TrainingState, read_checkpoint, write_checkpoint
+from specray.train.checkpoint import (
+    TrainingState,
+    load_checkpoint,
+    read_checkpoint,
+    write_checkpoint,
+)
 
 log = logging.getLogger("specray.train")
 
 METRICS_FILE = "metrics.jsonl"
 CRASH_MARKER = ".crash-injected"
+
+
+class TrainingSetupError(SpecrayError, ValueError):
+    """Data or configuration that cannot train (retrying cannot help): says what to change."""
 
 
 def _autocast(device: torch.device, enabled: bool):
@@ -38,12 +48,21 @@ def _autocast(device: torch.device, enabled: bool):
     return nullcontext()
 
 
-def _restore(model, optimizer, rank: int) -> TrainingState:
+def _restore(model, optimizer, rank: int, resume_from: str | None) -> TrainingState:
+    """Resume from Ray's latest checkpoint of this run, else from ``resume_from``.
+
+    Ray hands over the checkpoint of its snapshot, or one reported since this fit began
+    (after a worker crash); ``resume_from`` is the newest intact checkpoint the driver
+    chose before the fit, for when Ray has none (its snapshot was set aside).
+    """
     checkpoint = ray.train.get_checkpoint()
-    if checkpoint is None:
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            payload, meta = read_checkpoint(folder, checkpoint.path)
+    elif resume_from:
+        payload, meta = load_checkpoint(resume_from)
+    else:
         return TrainingState()
-    with checkpoint.as_directory() as folder:
-        payload, meta = read_checkpoint(folder)
     model.load_state_dict(payload["state_dict"])
     optimizer.load_state_dict(payload["optimizer"])
     if rank == 0:
@@ -105,8 +124,9 @@ def _train_epoch(model, optimizer, shard, config: Config, state, device, run_uri
         if batches % config.train.log_every == 0 and ray.train.get_context().get_world_rank() == 0:
             log.info("epoch %d step %d loss %.5f", state.epoch + 1, state.step, totals[0] / batches)
     if batches == 0:
-        raise RuntimeError(
-            "no full training batch on this worker: too few spectra for the batch size"
+        raise TrainingSetupError(
+            f"no full training batch on this worker: too few spectra for batch size "
+            f"{config.train.batch_size}; use a smaller --set train.batch_size"
         )
     return dict(zip(("train_loss", "recon", "kl"), totals / batches, strict=True))
 
@@ -168,7 +188,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     torch.manual_seed(config.train.seed)
     model = build_model(config.model.preset, input_length=grid.length, **config.model.overrides())
     optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr)
-    state = _restore(model, optimizer, rank)
+    state = _restore(model, optimizer, rank, loop_config.get("resume_from"))
     meta = {**loop_config["meta"], "architecture": model.config()}
     if config.train.compile:
         model = torch.compile(model)

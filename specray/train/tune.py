@@ -47,7 +47,13 @@ from specray.errors import SpecrayError
 from specray.model.loss import NORMALISATIONS
 from specray.runtime import ensure_ray
 from specray.train.checkpoint import CheckpointError, latest_checkpoint
-from specray.train.trainer import build_trainer, read_history
+from specray.train.trainer import (
+    build_trainer,
+    check_architecture,
+    check_batch_size,
+    fit,
+    read_history,
+)
 
 log = logging.getLogger(__name__)
 
@@ -334,7 +340,7 @@ def _run_trial(params: dict, store_uri: str, out_uri: str, base: dict, pixels: i
         running.mailbox,
     )  # fmt: skip
     try:
-        result = build_trainer(store_uri, run_uri, config, callbacks=[report]).fit()
+        result = fit(build_trainer(store_uri, run_uri, config, callbacks=[report]))
     except Exception:
         if running.stopping:
             return  # Tune stopped this trial and its cleanup aborted the run
@@ -417,7 +423,10 @@ def _new_tuner(
 def tune(store_uri: str, out_uri: str, config: Config) -> TuneSummary:
     """Run (or resume) the search on the store; write DIR/tune.json and DIR/tune.png."""
     check_tune_config(config)
-    grid = open_store(store_uri).grid  # fails early, with the store's message, if missing
+    store = open_store(store_uri)  # fails early, with the store's message, if missing
+    grid = store.grid
+    check_architecture(config, grid)  # what every trial shares, checked before Ray starts
+    check_batch_size(store, config)
     ensure_ray()
     path, options = _experiment_location(out_uri)
     trainable = ray_tune.with_resources(

@@ -9,6 +9,7 @@ from torch.nn import functional as F
 
 from specray.model import build_model, load_published_checkpoint, preset_names
 from specray.model.vae import SingleChannelConv1d
+from specray.spectra.grid import named_grid
 
 PAPER_L = 327_680
 
@@ -149,12 +150,31 @@ def test_override_other_length_and_latent():
     assert model.decode(torch.zeros(5, 6)).shape == (5, 1, 4096)
 
 
-def test_bad_length_raises():
-    with pytest.raises(ValueError, match=r"input_length=1000 .* 2\*\*14=16384"):
-        build_model("paper", input_length=1000)
-    with pytest.raises(ValueError, match=r"16896 .* 2\*\*10=1024"):
-        build_model("demo", input_length=16_384 + 512)
+def test_any_length_is_padded_to_the_stride_multiple_and_cropped_back():
+    # The paper preset on a linear grid of 4001 pixels (padded to 4096 by the store):
+    # the network pads to 16,384 = 2**14 internally, one bottleneck sample.
+    length = named_grid("linear:4000:4400:0.1").length
+    assert length == 4096
+    model = build_model("paper", input_length=length)
+    assert model.arch.padded_length == 16_384 and model.arch.bottleneck_length == 1
+    x = torch.randn(2, 1, length)
+    model.eval()
+    recon, mu, _ = model(x)
+    assert recon.shape == (2, 1, length) and mu.shape == (2, 128)
+    # Cropping is exact: the first pixels equal the decoder run on explicitly padded input.
+    full = build_model("paper", input_length=16_384)
+    full.load_state_dict(model.state_dict())
+    full.eval()
+    with torch.no_grad():
+        expected, expected_mu, _ = full(F.pad(x, (0, 16_384 - length)))
+    torch.testing.assert_close(expected[..., :length], recon)
+    torch.testing.assert_close(expected_mu, mu)
+    # The published network needs no padding; a length one multiple up pads nothing either.
+    assert build_model("paper").arch.padded_length == 327_680
     assert build_model("demo", input_length=16_384 + 1024).arch.bottleneck_length == 17
+    assert build_model("demo", input_length=16_384 + 512).arch.padded_length == 17 * 1024
+    with pytest.raises(ValueError, match="input_length must be positive"):
+        build_model("demo", input_length=0)
 
 
 def test_bad_architecture_raises():
