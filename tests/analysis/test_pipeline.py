@@ -31,10 +31,11 @@ IMG = '<img src="data:image/png;base64,'
 
 def planted_table(path, n_objects=400, n_dup=100, seed=1):
     """12 nodes: z2 = f(teff) monotone, z7 = g(rv) anti-symmetric (not monotone), z5 and z9
-    alive but label-free, the rest collapsed. ``n_dup`` objects have a second, lower-SNR
-    spectrum (selection must skip it), five of which sit far out in z5 and z9 (the
-    isolation forest must rank them first). One teff is a 5-sigma outlier; logg is a label
-    no node tracks."""
+    alive but label-free, z11 spread by 0.06 with a posterior width of 1 (live by the
+    paper's MAD, not by information), the rest collapsed. ``n_dup`` objects have a second,
+    lower-SNR spectrum (selection must skip it), five of which sit far out in z5 and z9
+    (the isolation forest must rank them first). One teff is a 5-sigma outlier; logg is a
+    label no node tracks, with the placeholder 9999 for 30 single-spectrum stars."""
     rng = np.random.default_rng(seed)
     rv = rng.uniform(-100, 100, n_objects)
     teff = rng.uniform(3500, 7000, n_objects)
@@ -44,6 +45,8 @@ def planted_table(path, n_objects=400, n_dup=100, seed=1):
     mu[:, 2] = 2.4 - 4.4 * (np.minimum(teff, 7000) - 3500) / 3500 + rng.normal(0, 0.3, n_objects)
     mu[:, 7] = -rv / 30 * np.exp(-((rv / 70) ** 2)) + rng.normal(0, 0.2, n_objects)
     mu[:, [5, 9]] = rng.normal(0.0, 0.5, (n_objects, 2))
+    mu[:, 11] = rng.normal(0.0, 0.06, n_objects)
+    logg[n_dup + 1 : n_dup + 31] = 9999.0
     dup = np.arange(1, n_dup + 1)
     mu_dup = mu[dup] + rng.normal(0, 0.05, (n_dup, 12))
     mu_dup[:5, 5] = [4.0, -4.5, 5.0, -5.5, 6.0]
@@ -93,9 +96,21 @@ def test_planted_latents_give_exactly_the_planted_nodes(tmp_path, capsys):
     assert (result["n_spectra"], result["n_objects"], result["n_selected"]) == (500, 400, 400)
     assert result["latent_dim"] == 12 and result["labels"] == ["rv", "teff", "logg"]
     assert result["selection"]["per_label"]["teff"]["n_clipped"] == 1
+    assert result["selection"]["per_label"]["logg"]["n_placeholder"] == 30
+    assert result["selection"]["per_label"]["logg"]["n"] == 370
+    assert any("'logg': 30 placeholder" in w for w in result["warnings"])
     assert result["informative_nodes"] == [2, 5, 7, 9]
     assert [d["node"] for d in result["dispersion"] if d["informative"]] == [2, 5, 7, 9]
     assert all(d["kl"] is not None for d in result["dispersion"])
+    live = result["live_nodes"]
+    assert live["information"]["nodes"] == [2, 5, 7, 9] and live["information"]["analysed"]
+    assert live["mad"]["nodes"] == [2, 5, 7, 9, 11] and not live["mad"]["analysed"]
+    assert result["dispersion"][11]["live_mad"] and not result["dispersion"][11]["live_information"]
+    assert any("z11" in w and "MAD threshold" in w for w in result["warnings"])
+    assert result["permutations"]["floor"] == pytest.approx(1 / 401)
+    corrected = result["histogram_mi"]["corrected"]["teff"]
+    assert corrected[-1] == [None] * 12  # 160 bins > sqrt(2 x 399)
+    assert np.argmax(corrected[0]) == 2  # z2 dominates the 5-bin row for teff
 
     assert len(result["mi"]) == 12 and result["permutations"]["used"] == 400
     assert result["permutations"]["resolvable"] is True
@@ -118,11 +133,15 @@ def test_planted_latents_give_exactly_the_planted_nodes(tmp_path, capsys):
 
     names = [entry["name"] for entry in result["figures"]]
     assert names == [
-        "dispersion", "mi_heatmap", "mi_matrix", "scatter_rv", "scatter_teff", "scatter_logg",
+        "dispersion", "label_histograms", "mi_heatmap", "mi_matrix", "scatter_rv", "scatter_teff", "scatter_logg",
         "independence",
     ]  # fmt: skip
-    check_report(out, result)
+    page = check_report(out, result)
     assert "rv: node 7" in printed and "teff: node 2" in printed and "report.html" in printed
+    assert "adjusted p < " in printed  # at the floor: a bound, not a number
+    assert "NOT RESOLVED" not in printed and "not resolved" not in page
+    assert "4</b> of 12 nodes live by information" in page
+    assert "5</b> of 12 nodes live by mad" in page
 
 
 def test_selection_per_label_or_complete_cases():
@@ -139,7 +158,12 @@ def test_selection_per_label_or_complete_cases():
     notes = []
     sel = select(table, AnalysisConfig(labels=["rv", "feh", "teff"]), notes)
     assert list(sel.rows) == list(range(1, n, 2))
-    assert sel.info["per_label"]["rv"] == {"n_finite": 30, "n_clipped": 1, "n": 29}
+    assert sel.info["per_label"]["rv"] == {
+        "n_placeholder": 0,
+        "n_finite": 30,
+        "n_clipped": 1,
+        "n": 29,
+    }
     assert sel.info["per_label"]["feh"]["n"] == 15 and "feh" not in sel.labels  # < 20: skipped
     assert np.isnan(sel.labels["rv"][1]) and any("'teff' is not in" in w for w in notes)
     joint = select(table, AnalysisConfig(labels=["rv", "feh"], complete_cases=True), [])
