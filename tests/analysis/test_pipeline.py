@@ -144,6 +144,28 @@ def test_planted_latents_give_exactly_the_planted_nodes(tmp_path, capsys):
     assert "5</b> of 12 nodes live by mad" in page
 
 
+def test_unresolvable_permutations_are_said_in_the_headline(tmp_path, capsys):
+    """B = 50 for 8 tests cannot resolve BH (needs 159): summary and report headline say
+    so, instead of showing assignments the warnings contradict."""
+    path = tmp_path / "planted.parquet"
+    planted_table(path, n_objects=200, n_dup=10)
+    out = tmp_path / "out"
+    argv = ["-q", "analyze", "--latents", str(path), "--out", str(out), "--labels", "rv,teff"]
+    argv += ["--permutations", "50", "--set", "analysis.ci_resamples=0"]
+    argv += ["--set", "analysis.screen=false", "--set", "analysis.anomalies=0"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    result = json.loads((out / "analysis.json").read_text())
+    perm = result["permutations"]
+    assert (perm["requested"], perm["used"], perm["needed"], perm["n_tests"]) == (50, 50, 159, 8)
+    assert perm["resolvable"] is False and any("B=50" in w for w in result["warnings"])
+    assert "NOT RESOLVED: 50 permutations cannot resolve BH over 8 tests" in printed
+    page = (out / "report.html").read_text()
+    headline = page[page.index('<div class="headline">') :]
+    assert headline.index("Significance not resolved") < headline.index("</div>")
+    assert "&lt; 0.0196" in page  # p at the floor 1/51, shown as a bound
+
+
 def test_selection_per_label_or_complete_cases():
     """Best-SNR spectrum per object; labels dropped/clipped one by one unless complete_cases."""
     n = 60
