@@ -396,9 +396,13 @@ def assess_nodes(
     screen = _screen(mu, labels, cfg, notes) if cfg.screen and labels else None
     for pair in screen["pairs"] if screen else []:
         if pair["significant"] and pair["node"] not in informative:
+            j = pair["node"]
+            measure = f"MAD {mad[j]:.3g}" if information is None else (
+                f"{information[j]:.3g} nat, MAD {mad[j]:.3g}"
+            )  # fmt: skip
             notes.append(
-                f"node {pair['node']} is not live by the {analysed} criterion (MAD "
-                f"{mad[pair['node']]:.3g}) but the copula screen finds it related to "
+                f"node {j} is not live by the {analysed} criterion ({measure}) but the "
+                "copula screen finds it related to "
                 f"{pair['label']} (MI {pair['mi']:.3f} nat, adjusted p {pair['p_adjusted']:.3g})"
             )
     rows: list[dict] = []
