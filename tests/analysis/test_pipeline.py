@@ -211,9 +211,11 @@ def test_end_to_end_from_a_trained_checkpoint(trained, tmp_path):
     config = load_config(
         overrides=[
             "analysis.labels=[rv, teff]",
-            "analysis.permutations=0",  # automatic: enough to resolve BH
+            "analysis.permutations=auto",  # enough to resolve BH
             "analysis.ci_resamples=20",
-            "analysis.dispersion_threshold=0",  # one epoch: MAD ~1e-4, keep every node
+            # one epoch: MAD ~1e-4 and posteriors still ~N(0, 1); keep every node
+            "analysis.information_threshold=0",
+            "analysis.dispersion_threshold=0",
             "analysis.encode_batch_size=16",
         ]
     )
@@ -242,6 +244,7 @@ def test_end_to_end_from_a_trained_checkpoint(trained, tmp_path):
     assert set(result) >= KEYS and result == summary.result
     assert result["n_spectra"] == 80 and result["n_objects"] == 40 == result["n_selected"]
     assert result["informative_nodes"] and result["permutations"]["resolvable"] is True
+    assert result["live_nodes"]["information"]["analysed"]  # logvar encoded: the default
     assert len(result["mi"]) == 2 * len(result["informative_nodes"])
     names = {entry["name"] for entry in result["figures"]}
     assert {"dispersion", "mi_heatmap", "mi_matrix", "scatter_rv", "scatter_teff"} <= names
