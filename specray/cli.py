@@ -146,7 +146,9 @@ def _add_analyze(commands) -> None:
         "--out", required=True, help="output folder: latents, analysis.json, report"
     )
     parser.add_argument("--labels", help="comma-separated label columns (default rv,teff,logg,feh)")
-    parser.add_argument("--permutations", type=int, help="permutations per node-label pair")
+    parser.add_argument(
+        "--permutations", help="permutations per node-label pair, or auto (enough to resolve FDR)"
+    )
     parser.add_argument("--seed", type=int)
     _add_config_options(parser)
     parser.set_defaults(handler=_analyze)

@@ -14,7 +14,7 @@ import json
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -80,9 +80,19 @@ class AnalysisConfig:
     """Latent-space analysis (method.md section 5)."""
 
     labels: list[str] = field(default_factory=lambda: ["rv", "teff", "logg", "feh"])
+    live_criterion: Literal["information", "mad"] = "information"
+    """Which set of live nodes is analysed: "information" (0.5 ln(1 + Var(mu)/E[sigma^2])
+    above ``information_threshold`` nats; needs logvar) or "mad" (the paper's unscaled MAD
+    of mu above ``dispersion_threshold``). Both are reported (specray.analysis.dispersion)."""
+    information_threshold: float = 0.1
     dispersion_threshold: float = 0.02
-    permutations: int = 2_000
-    """Per node-label pair; 0 = the fewest that can resolve the FDR threshold (>= 999)."""
+    permutations: int | Literal["auto"] = "auto"
+    """Per node-label pair. "auto": the fewest that resolve the FDR threshold for the
+    number of tests (B >= m/alpha - 1 for BH), at least 999; a number is used as given
+    (0 means "auto" too, as before)."""
+    placeholders: list[float] | None = None
+    """Label values that mean "missing" (None: 9999, -9999, 999, -999, 99999, -99999, -99;
+    specray.analysis.selection.PLACEHOLDERS)."""
     estimator: str = "ksg"
     fdr: str = "bh"
     alpha: float = 0.05
@@ -116,6 +126,15 @@ class AnalysisConfig:
     """Fraction of a label's joint MI with the live nodes a named node must hold."""
     attribution_permutations: int = 0
     """Conditional permutations per attribution test; 0 = twice the fewest that resolve."""
+
+    def problem(self, key: str) -> str | None:
+        """What is wrong with setting ``key`` (beyond its type), or None."""
+        value = getattr(self, key)
+        if key == "permutations" and value != "auto" and value < 0:
+            return f"expected a positive number of permutations or 'auto', got {value}"
+        if key in ("information_threshold", "dispersion_threshold") and value < 0:
+            return f"a threshold must be >= 0, got {value}"
+        return None
 
 
 @dataclass
@@ -181,7 +200,6 @@ DEMO_OVERRIDES = [
     "train.lr=0.002",
     "train.cpus_per_worker=2",
     "train.balance_objects=false",
-    "analysis.permutations=999",
 ]
 
 
@@ -202,17 +220,42 @@ def _set(section: Any, key: str, value: Any, where: str) -> None:
         return
     hint = typing.get_type_hints(type(section))[key]
     setattr(section, key, _coerce(value, hint, where))
+    problem = section.problem(key) if hasattr(section, "problem") else None
+    if problem:
+        raise ConfigError(f"{where}: {problem}")
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:
-    """``value`` checked against the field's declared type (ints widen to floats)."""
-    allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    """``value`` checked against the field's declared type (ints widen to floats).
+
+    Unions (``int | None``, ``int | Literal["auto"]``) accept a value that fits any member.
+    """
+    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    members = typing.get_args(hint) if union else (hint,)
+    allowed = [t for t in members if t is not type(None)]
     if value is None:
-        if type(None) in allowed:
+        if len(allowed) < len(members):
             return None
         raise ConfigError(f"{where}: a value is required")
-    base = next(t for t in allowed if t is not type(None))
-    origin = typing.get_origin(base) or base
+    errors = []
+    for kind in allowed:
+        try:
+            return _coerce_one(value, kind, where)
+        except ConfigError as error:
+            errors.append(str(error).removeprefix(f"{where}: "))
+    if len(errors) == 1:
+        raise ConfigError(f"{where}: {errors[0]}")
+    raise ConfigError(f"{where}: " + "; or ".join(errors))
+
+
+def _coerce_one(value: Any, kind: Any, where: str) -> Any:
+    """``value`` checked against one (non-union) type."""
+    origin = typing.get_origin(kind) or kind
+    if origin is Literal:
+        choices = typing.get_args(kind)
+        if value not in choices:
+            raise ConfigError(f"{where}: expected one of {list(choices)}, got {value!r}")
+        return value
     if origin is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: expected true or false, got {value!r}")

@@ -45,6 +45,11 @@ def test_json_file_and_demo_overrides(tmp_path):
         ("model.channels=4", "expected a list"),
         ("train.crash_once_at_epoch=x", "expected a number"),
         ("epochs", "expected key=value"),
+        ("analysis.permutations=many", "expected a number.*or expected one of \\['auto'\\]"),
+        ("analysis.permutations=-5", "positive number of permutations"),
+        ("analysis.permutations=99.5", "whole number"),
+        ("analysis.live_criterion=kl", "expected one of \\['information', 'mad'\\]"),
+        ("analysis.information_threshold=-0.1", "threshold must be >= 0"),
     ],
 )
 def test_bad_settings_are_named(override, message):
@@ -63,3 +68,14 @@ def test_parse_overrides_nests_dotted_keys():
         "a": {"b": {"c": 1}, "d": [1, 2]},
         "e": "x",
     }
+
+
+def test_permutations_auto_by_default_or_a_number():
+    assert load_config().analysis.permutations == "auto"
+    assert load_config(overrides=DEMO_OVERRIDES).analysis.permutations == "auto"
+    assert load_config(overrides=["analysis.permutations=1919"]).analysis.permutations == 1919
+    assert load_config(overrides=["analysis.permutations=auto"]).analysis.permutations == "auto"
+    assert load_config(overrides=["analysis.live_criterion=mad"]).analysis.live_criterion == "mad"
+    assert (
+        load_config(overrides=["train.crash_once_at_epoch=null"]).train.crash_once_at_epoch is None
+    )

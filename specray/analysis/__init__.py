@@ -6,20 +6,23 @@ Statistical core (plain NumPy/SciPy; Ray only for the significance fan-out):
   histogram), in nats.
 - :mod:`~specray.analysis.significance`: permutation p-values, BH/BY correction,
   half-sampling intervals, the node x label significance table (Ray tasks).
-- :mod:`~specray.analysis.selection`: which spectra enter the analysis (NaN drop, sigma
-  clip, one spectrum per object).
-- :mod:`~specray.analysis.dispersion`: informative nodes by spread of mu, KL per node,
-  isolation-forest anomaly scores.
+- :mod:`~specray.analysis.selection`: which spectra enter the analysis (placeholders and
+  NaN as missing, robust sigma clip, one spectrum per object).
+- :mod:`~specray.analysis.dispersion`: live nodes by information or by spread of mu, KL
+  per node, isolation-forest anomaly scores.
 """
 
 from specray.analysis.dispersion import (
     informative_nodes,
     isolation_forest_scores,
+    live_nodes,
     mean_kl_per_node,
     node_dispersion,
+    node_information,
 )
 from specray.analysis.mi import (
     Estimator,
+    corrected_histogram_mi_table,
     histogram_mi_table,
     indicator_map,
     make_estimator,
@@ -29,6 +32,7 @@ from specray.analysis.mi import (
 )
 from specray.analysis.selection import (
     best_per_object,
+    missing_as_nan,
     resample_by_object,
     select_for_analysis,
     sigma_clip_mask,
@@ -36,6 +40,7 @@ from specray.analysis.selection import (
 from specray.analysis.significance import (
     UnresolvedPermutationWarning,
     adjust_pvalues,
+    format_pvalue,
     half_sample_ci,
     is_resolvable,
     min_resolvable_permutations,
@@ -51,17 +56,22 @@ __all__ = [
     "UnresolvedPermutationWarning",
     "adjust_pvalues",
     "best_per_object",
+    "corrected_histogram_mi_table",
+    "format_pvalue",
     "half_sample_ci",
     "histogram_mi_table",
     "indicator_map",
     "informative_nodes",
     "is_resolvable",
     "isolation_forest_scores",
+    "live_nodes",
     "make_estimator",
     "mean_kl_per_node",
     "min_resolvable_permutations",
+    "missing_as_nan",
     "mutual_information",
     "node_dispersion",
+    "node_information",
     "normal_scores",
     "pairwise_node_mi",
     "permutation_pvalue",

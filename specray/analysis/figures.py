@@ -49,31 +49,58 @@ def windows_on_grid(start: float, stop: float) -> list[tuple[str, float, float]]
     return [(name, lo, hi) for name, lo, hi in SPECTRAL_WINDOWS if lo >= start and hi <= stop]
 
 
-def dispersion_figure(
-    mad: np.ndarray, threshold: float, informative: np.ndarray, kl: np.ndarray | None = None
-) -> bytes:
-    """Bar chart of the MAD of mu per node (log y) with the threshold; KL per node below."""
-    mad = np.asarray(mad, dtype=np.float64)
-    nodes = np.arange(mad.size)
-    colours = np.where(np.asarray(informative, bool), "tab:red", "tab:grey")
-    rows = 2 if kl is not None else 1
+def dispersion_figure(panels: Sequence[tuple[str, np.ndarray, float | None, np.ndarray]]) -> bytes:
+    """Bar charts per latent node (log y), one per ``(name, values, threshold, live)``.
+
+    Each panel colours the nodes its own criterion counts as live (red) and draws its
+    threshold (dashed) when there is one; so the information and MAD sets show side by side.
+    """
     fig, axes = plt.subplots(
-        rows, 1, figsize=(9, 3.2 * rows), squeeze=False, sharex=True, layout="constrained"
-    )
-    ax = axes[0, 0]
-    floor = max(float(np.min(mad[mad > 0])) / 2, 1e-6) if np.any(mad > 0) else 1e-6
-    ax.bar(nodes, np.maximum(mad, floor), color=colours, width=0.8)
-    ax.axhline(threshold, color="k", linestyle="--", linewidth=1, label=f"threshold {threshold:g}")
-    ax.set_yscale("log")
-    ax.set_ylabel("MAD of mu")
-    ax.set_title("Dispersion per latent node (red: informative)")
-    ax.legend(loc="upper right", fontsize=8)
-    if kl is not None:
-        ax = axes[1, 0]
-        ax.bar(nodes, np.maximum(np.asarray(kl, np.float64), 1e-6), color=colours, width=0.8)
+        len(panels), 1, figsize=(9, 2.8 * len(panels)), squeeze=False, sharex=True,
+        layout="constrained",
+    )  # fmt: skip
+    for ax, (name, values, threshold, live) in zip(axes[:, 0], panels, strict=True):
+        values = np.asarray(values, dtype=np.float64)
+        floor = max(float(np.min(values[values > 0])) / 2, 1e-6) if np.any(values > 0) else 1e-6
+        colours = np.where(np.asarray(live, bool), "tab:red", "tab:grey")
+        ax.bar(np.arange(values.size), np.maximum(values, floor), color=colours, width=0.8)
+        if threshold is not None:
+            ax.axhline(threshold, color="k", linestyle="--", linewidth=1, label=f"{threshold:g}")
+            ax.legend(loc="upper right", fontsize=8, title="threshold", title_fontsize=8)
         ax.set_yscale("log")
-        ax.set_ylabel("mean KL [nat]")
+        ax.set_ylabel(name, fontsize=9)
+    axes[0, 0].set_title("Live nodes by each criterion (red: live by that panel's criterion)")
     axes[-1, 0].set_xlabel("latent node")
+    return to_png(fig)
+
+
+def label_histogram_figure(
+    kept: Mapping[str, np.ndarray],
+    clipped: Mapping[str, np.ndarray],
+    placeholders: Mapping[str, int],
+) -> bytes:
+    """Per label, a histogram of the values analysed and, in red, those the clip removed.
+
+    Placeholder values never reach this plot (they are missing); their count is in the title.
+    """
+    labels = list(kept)
+    fig, axes = plt.subplots(
+        1, len(labels), figsize=(2.6 * len(labels) + 0.6, 2.6), squeeze=False,
+        layout="constrained",
+    )  # fmt: skip
+    for ax, label in zip(axes[0], labels, strict=True):
+        values = np.asarray(kept[label], dtype=np.float64)
+        out = np.asarray(clipped.get(label, ()), dtype=np.float64)
+        both = np.concatenate([values, out])
+        edges = np.histogram_bin_edges(both, bins=30) if both.size else 10
+        ax.hist(values, bins=edges, color="tab:blue", label=f"used ({values.size})")
+        if out.size:
+            ax.hist(out, bins=edges, color="tab:red", label=f"clipped ({out.size})")
+        ax.set_xlabel(axis_label(label), fontsize=8)
+        ax.set_title(f"{label}: {placeholders.get(label, 0)} placeholder(s)", fontsize=8)
+        ax.legend(fontsize=7)
+        ax.tick_params(labelsize=7)
+    axes[0, 0].set_ylabel("spectra")
     return to_png(fig)
 
 
@@ -90,12 +117,14 @@ def indicator_figure(binnings: Sequence[int], maps: Mapping[str, np.ndarray]) ->
     )
     image = None
     for ax, label in zip(axes[:, 0], labels, strict=True):
-        data = np.asarray(maps[label])
+        data = np.ma.masked_invalid(np.asarray(maps[label], dtype=np.float64))
         image = ax.imshow(data, aspect="auto", cmap="viridis", vmin=0, vmax=1, origin="lower")
         ax.set_yticks(range(len(binnings)), [str(b) for b in binnings], fontsize=7)
         ax.set_ylabel(f"{label}\nbins", fontsize=8)
     axes[-1, 0].set_xlabel("latent node")
-    axes[0, 0].set_title("Histogram MI per binning, divided by its maximum over nodes")
+    axes[0, 0].set_title(
+        "Histogram MI minus its shuffled-label mean, per binning, divided by the row maximum"
+    )
     if image is not None:
         fig.colorbar(image, ax=axes[:, 0].tolist(), fraction=0.025)
     return to_png(fig)

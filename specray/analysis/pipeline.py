@@ -5,15 +5,20 @@ inference, :mod:`specray.analysis.encode`); ``analyze(out, config, latents=FILE)
 analyses an existing latent table (:func:`specray.schema.latent_schema`). Then, on the
 encoder means ``mu``:
 
-1. Selection. One spectrum per object, the highest-SNR one (``one_per_object``). Each
-   label then drops its NaN values and is 5-sigma clipped (``sigma_clip``) on that
+1. Selection. Catalogue placeholders (``placeholders``: 9999, -99, ...) and infinities
+   count as missing. One spectrum per object, the highest-SNR one (``one_per_object``).
+   Each label then drops its missing values and is 5-sigma clipped (``sigma_clip``;
+   median and MAD, iterated, :func:`specray.analysis.selection.sigma_clip_mask`) on that
    one-per-object set, separately: a star without [Fe/H] still counts for RV. With
    ``complete_cases`` the paper's joint rule applies instead
    (:func:`specray.analysis.selection.select_for_analysis`: rows need every label, and an
    outlier in any label removes the row). Labels absent from the table or without values
    are skipped with a warning.
-2. Dispersion: the unscaled MAD of mu per node against ``dispersion_threshold`` gives the
-   informative set; the mean KL per node when the table has ``logvar``.
+2. Live nodes, by two criteria reported side by side: the information each node passes
+   on, 0.5 ln(1 + Var(mu)/E[sigma^2]) above ``information_threshold`` nats (needs
+   ``logvar``), and the paper's unscaled MAD of mu above ``dispersion_threshold``.
+   ``live_criterion`` says which set is analysed ("information" by default; "mad"
+   without logvar). The mean KL per node to the prior is reported too.
 3. Screen (``screen``): every node x label pair with the Gaussian-copula estimator and its
    own permutation count, always enough to resolve the FDR threshold over all D x L
    tests. It sees only monotone dependence; it is there to flag nodes BELOW the dispersion
@@ -29,7 +34,9 @@ encoder means ``mu``:
    Label kinds (continuous, discrete, categorical) are detected or set by
    ``label_kinds``; ``condition`` names nuisance labels the attribution conditions on.
 6. Independence: KSG MI between every pair of informative nodes (method.md 5d).
-7. The paper's histogram MI at 5-160 bins for every node and label (the heat maps).
+7. The paper's histogram MI at 5-160 bins for every node and label; the indicator map
+   (heat maps) is drawn from the null-corrected, bin-capped version
+   (:func:`specray.analysis.mi.corrected_histogram_mi_table`).
 8. Anomalies: an isolation forest on the informative nodes of EVERY spectrum in the
    table (a bad exposure of a well-observed star is what one wants to find); top
    ``anomalies`` listed.
@@ -50,15 +57,21 @@ Outputs in ``out`` (a folder or ``s3://`` prefix; each file written atomically):
     n_selected         spectra entering the analysis (one per object unless disabled)
     latent_dim         D
     labels             the labels analysed (requested ones that have values)
-    selection          {one_per_object, sigma_clip, complete_cases,
-                        per_label: {label: {n_finite, n_clipped, n}}}
-    informative_nodes  [node, ...] ascending
-    dispersion         [{node, mad, informative, kl (null without logvar)}] for every node
+    selection          {one_per_object, sigma_clip, clip_method, placeholders,
+                        complete_cases, per_label: {label: {n_placeholder, n_finite,
+                        n_clipped, n}}}
+    informative_nodes  [node, ...] ascending: the live nodes analysed
+    live_nodes         {information: {measure, threshold, unit, nodes, analysed},
+                        mad: {...}}: both criteria; ``analysed`` marks the one used
+                        (information is absent without logvar)
+    dispersion         [{node, mad, information, kl (both null without logvar),
+                        informative, live_information, live_mad}] for every node
     screen             {estimator, permutations, pairs: [{node, label, mi, p_value,
                         p_adjusted, significant}]} or null
     mi                 [{node, label, estimator, n, mi, ci [low, high], p_value,
-                        p_adjusted, significant, permutations, resolvable}] for every
-                        informative node x label pair
+                        at_floor, p_adjusted, significant, permutations, resolvable}]
+                        for every informative node x label pair; at_floor: no
+                        permutation reached the observed MI (p = 1/(B+1), shown "< p")
     label_nodes        {label: {node, mi, ci, p_adjusted, cmi, cmi_ci, cmi_p_adjusted,
                         share} or null}: the attribution's named nodes
     label_nodes_marginal {label: {node, mi, ci, p_adjusted} or null}: highest significant MI
@@ -69,7 +82,9 @@ Outputs in ``out`` (a folder or ``s3://`` prefix; each file written atomically):
                         {best_label, mi, fraction_explained, status, mixed_with,
                         related_labels, rivals}}, label_nodes} or null
     node_independence  {nodes, estimator, mi: matrix (null diagonal)} or null
-    histogram_mi       {binnings, nodes: "all", mi: {label: [[per node] per binning]}}
+    histogram_mi       {binnings, nodes: "all", mi: {label: [[per node] per binning]},
+                        corrected: {label: same, null where bins > max_bins},
+                        correction, max_bins: {label: bins}}
     anomalies          {method, nodes, n_scored, median_score,
                         top: [{rank, id, object, score, <labels>}]} or null
     baseline           PCA of the same selected spectra at k = number of informative
@@ -81,8 +96,8 @@ Outputs in ``out`` (a folder or ``s3://`` prefix; each file written atomically):
                         reconstruction: {model|pca: {median_l1, median_l1_over_noise,
                                          quartiles_l1_over_noise, n} (model null
                                          without --model)}}
-    permutations       {requested ("auto" for 0), used, needed, resolvable, fdr, alpha,
-                        n_tests}: the KSG (``estimator``) stage
+    permutations       {requested ("auto" or B), floor (1/(B+1)), used, needed,
+                        resolvable, fdr, alpha, n_tests}: the KSG (``estimator``) stage
     config             the AnalysisConfig used
     figures            [{name, file, caption}]
     report             file name of the HTML report
@@ -109,11 +124,31 @@ from specray.analysis import figures as fig
 from specray.analysis.attribution import attribution_for_analysis, label_kinds
 from specray.analysis.baseline import summary_line as baseline_summary_line
 from specray.analysis.cmi import category_codes
-from specray.analysis.dispersion import isolation_forest_scores, mean_kl_per_node, node_dispersion
-from specray.analysis.mi import DEFAULT_BINNINGS, MIN_SAMPLES, histogram_mi_table, indicator_map
-from specray.analysis.selection import best_per_object, select_for_analysis, sigma_clip_mask
+from specray.analysis.dispersion import (
+    isolation_forest_scores,
+    mean_kl_per_node,
+    node_dispersion,
+    node_information,
+)
+from specray.analysis.mi import (
+    DEFAULT_BINNINGS,
+    MIN_SAMPLES,
+    NULL_PERMUTATIONS,
+    corrected_histogram_mi_table,
+    histogram_mi_table,
+    indicator_map,
+    max_histogram_bins,
+)
+from specray.analysis.selection import (
+    PLACEHOLDERS,
+    best_per_object,
+    missing_as_nan,
+    select_for_analysis,
+    sigma_clip_mask,
+)
 from specray.analysis.significance import (
     UnresolvedPermutationWarning,
+    format_pvalue,
     min_resolvable_permutations,
     pairwise_node_mi,
     significance_table,
@@ -219,6 +254,8 @@ class Selection:
     rows: np.ndarray
     labels: dict[str, np.ndarray]
     info: dict
+    clipped: dict[str, np.ndarray] = field(default_factory=dict)
+    """Per label, the values the sigma clip removed (for the label histograms)."""
 
 
 def select(
@@ -227,9 +264,18 @@ def select(
     """Rows to analyse and, per label, its values on them (NaN where excluded).
 
     Labels in ``no_clip`` (discrete and categorical ones) are not sigma-clipped."""
-    usable = []
+    usable, placeholders = [], {}
+    marks = PLACEHOLDERS if cfg.placeholders is None else tuple(cfg.placeholders)
     for name in dict.fromkeys(cfg.labels):
         values = table.columns.get(name)
+        if values is not None:
+            values, placeholders[name] = missing_as_nan(values, marks)
+            table.columns[name] = values  # every later step sees placeholders as missing
+            if placeholders[name]:
+                notes.append(
+                    f"label {name!r}: {placeholders[name]} placeholder value(s) "
+                    f"({', '.join(f'{v:g}' for v in marks)}) treated as missing"
+                )
         if values is None:
             notes.append(f"label {name!r} is not in the latent table; skipped")
         elif not np.any(np.isfinite(values)):
@@ -249,20 +295,24 @@ def select(
     if cfg.complete_cases and usable:
         columns = {name: table.columns[name] for name in usable}
         columns.update(snr=snr, object=table.objects)
-        rows = select_for_analysis(columns, usable, sigma=sigma, one_per_object=cfg.one_per_object)
+        rows = select_for_analysis(
+            columns, usable, sigma=sigma, one_per_object=cfg.one_per_object, placeholders=marks
+        )
         per_label_sigma = None  # clipped jointly already
     elif cfg.one_per_object:
         rows = best_per_object(table.objects, snr)
     else:
         rows = np.arange(len(table))
-    labels, per_label = {}, {}
+    labels, per_label, clipped = {}, {}, {}
     for name in usable:
         values = table.columns[name][rows].astype(np.float64)
         finite = np.isfinite(values)
         clip = per_label_sigma is not None and name not in no_clip
         keep = sigma_clip_mask([values], finite, sigma) if clip else finite
+        clipped[name] = values[finite & ~keep]
         values[~keep] = np.nan
         per_label[name] = {
+            "n_placeholder": placeholders[name],
             "n_finite": int(finite.sum()),
             "n_clipped": int(finite.sum() - keep.sum()),
             "n": int(keep.sum()),
@@ -274,10 +324,12 @@ def select(
     info = {
         "one_per_object": cfg.one_per_object,
         "sigma_clip": sigma,
+        "clip_method": "iterated median/MAD (astropy sigma_clip, mad_std)",
+        "placeholders": list(marks),
         "complete_cases": cfg.complete_cases,
         "per_label": per_label,
     }
-    return Selection(rows, labels, info)
+    return Selection(rows, labels, info, clipped)
 
 
 # ------------------------------------------------------------------ the steps
@@ -312,10 +364,54 @@ class NodeTests:
     kl: np.ndarray | None
     screen: dict | None
     rows: list[dict]
+    information: np.ndarray | None = None
+    live_sets: dict = field(default_factory=dict)
 
     @property
     def n_tests(self) -> int:
         return len(self.rows)
+
+
+def live_node_sets(
+    mu: np.ndarray, logvar: np.ndarray | None, cfg: AnalysisConfig, notes: list[str]
+) -> tuple[dict, np.ndarray, np.ndarray | None]:
+    """Both live-node criteria (see :mod:`specray.analysis.dispersion`), which is analysed.
+
+    Returns ``({criterion: {nodes, threshold, unit, measure, analysed}}, mad, information)``;
+    the information criterion needs logvar, and without it the MAD set is analysed.
+    """
+    mad = node_dispersion(mu, cfg.dispersion_threshold)["mad"]
+    sets = {
+        "mad": {
+            "measure": "unscaled MAD of mu (the paper's criterion)",
+            "threshold": cfg.dispersion_threshold,
+            "unit": "latent units",
+            "nodes": [int(j) for j in np.flatnonzero(mad > cfg.dispersion_threshold)],
+        }
+    }
+    information = None if logvar is None else node_information(mu, logvar)
+    if information is not None:
+        sets["information"] = {
+            "measure": "0.5 ln(1 + Var(mu) / E[sigma^2])",
+            "threshold": cfg.information_threshold,
+            "unit": "nat",
+            "nodes": [int(j) for j in np.flatnonzero(information > cfg.information_threshold)],
+        }
+    analysed = cfg.live_criterion
+    if analysed not in sets:
+        notes.append("the latent table has no logvar: live nodes chosen by the MAD of mu instead")
+        analysed = "mad"
+    for name, entry in sets.items():
+        entry["analysed"] = name == analysed
+    if "information" in sets and sets["information"]["nodes"] != sets["mad"]["nodes"]:
+        only_mad = sorted(set(sets["mad"]["nodes"]) - set(sets["information"]["nodes"]))
+        if only_mad:
+            notes.append(
+                f"{len(only_mad)} node(s) pass the paper's MAD threshold but carry under "
+                f"{cfg.information_threshold:g} nat (posterior wider than the spread of mu): "
+                + ", ".join(f"z{j}" for j in only_mad)
+            )
+    return sets, mad, information
 
 
 def assess_nodes(
@@ -325,35 +421,45 @@ def assess_nodes(
     notes: list[str],
     logvar: np.ndarray | None = None,
 ) -> NodeTests:
-    """Dispersion, the copula screen of all nodes, and the significance of every
-    informative node x label pair (Ray fan-out). Caveats are appended to ``notes``."""
-    disp = node_dispersion(mu, cfg.dispersion_threshold)
-    mad = disp["mad"]
-    informative = [int(j) for j in np.flatnonzero(disp["informative"])]
+    """Live nodes by both criteria, the copula screen of all nodes, and the significance of
+    every live node x label pair (Ray fan-out). Caveats are appended to ``notes``."""
+    sets, mad, information = live_node_sets(mu, logvar, cfg, notes)
+    analysed = next(name for name, entry in sets.items() if entry["analysed"])
+    informative = sets[analysed]["nodes"]
     kl = mean_kl_per_node(mu, logvar) if logvar is not None else None
     if not informative:
         notes.append(
-            f"no node has a MAD above {cfg.dispersion_threshold}: no node is informative, "
+            f"no node passes the {analysed} criterion (above "
+            f"{sets[analysed]['threshold']:g} {sets[analysed]['unit']}): no node is live, "
             "so no node-label pair was tested"
         )
     screen = _screen(mu, labels, cfg, notes) if cfg.screen and labels else None
     for pair in screen["pairs"] if screen else []:
         if pair["significant"] and pair["node"] not in informative:
+            j = pair["node"]
+            measure = f"MAD {mad[j]:.3g}" if information is None else (
+                f"{information[j]:.3g} nat, MAD {mad[j]:.3g}"
+            )  # fmt: skip
             notes.append(
-                f"node {pair['node']} is below the dispersion threshold (MAD "
-                f"{mad[pair['node']]:.3g}) but the copula screen finds it related to "
+                f"node {j} is not live by the {analysed} criterion ({measure}) but the "
+                "copula screen finds it related to "
                 f"{pair['label']} (MI {pair['mi']:.3f} nat, adjusted p {pair['p_adjusted']:.3g})"
             )
     rows: list[dict] = []
     if informative and labels:
         rows = _significance(
             mu, labels, informative, cfg, notes,
-            method=cfg.estimator, permutations=cfg.permutations or None,
+            method=cfg.estimator, permutations=_requested_permutations(cfg),
             ci_resamples=cfg.ci_resamples,
         )  # fmt: skip
     if cfg.estimator == "histogram":
         notes.append("histogram MI is biased upward (~(bins-1)^2/(2n) nat); prefer ksg")
-    return NodeTests(mad, informative, kl, screen, rows)
+    return NodeTests(mad, informative, kl, screen, rows, information, sets)
+
+
+def _requested_permutations(cfg: AnalysisConfig) -> int | None:
+    """The configured B, or None ("auto", or 0 as before) to let significance choose it."""
+    return None if cfg.permutations in ("auto", 0) else int(cfg.permutations)
 
 
 def _label_nodes(rows: list[dict], labels: list[str]) -> dict[str, dict | None]:
@@ -362,17 +468,32 @@ def _label_nodes(rows: list[dict], labels: list[str]) -> dict[str, dict | None]:
         hits = [row for row in rows if row["label"] == label and row["significant"]]
         best = max(hits, key=lambda row: row["mi"]) if hits else None
         out[label] = (
-            None if best is None else {key: best[key] for key in ("node", "mi", "ci", "p_adjusted")}
+            None
+            if best is None
+            else {key: best.get(key) for key in ("node", "mi", "ci", "p_adjusted", "at_floor")}
         )
     return out
 
 
-def _histogram_mi(mu: np.ndarray, labels: dict[str, np.ndarray]) -> dict:
-    tables = {}
+def _histogram_mi(mu: np.ndarray, labels: dict[str, np.ndarray], seed: int) -> dict:
+    """The paper's histogram MI per label, raw and null-corrected (the indicator map's)."""
+    tables, corrected, max_bins = {}, {}, {}
     for name, values in labels.items():
         valid = np.isfinite(values)
         tables[name] = histogram_mi_table(mu[valid], values[valid], DEFAULT_BINNINGS)
-    return {"binnings": list(DEFAULT_BINNINGS), "nodes": "all", "mi": tables}
+        corrected[name] = corrected_histogram_mi_table(
+            mu[valid], values[valid], DEFAULT_BINNINGS, NULL_PERMUTATIONS, seed
+        )
+        max_bins[name] = max_histogram_bins(int(valid.sum()))
+    return {
+        "binnings": list(DEFAULT_BINNINGS),
+        "nodes": "all",
+        "mi": tables,
+        "corrected": corrected,
+        "correction": f"minus the mean over {NULL_PERMUTATIONS} label shuffles, floored at 0; "
+        "binnings above sqrt(2n) bins left out (null)",
+        "max_bins": max_bins,
+    }
 
 
 def _anomalies(table: LatentTable, informative: list[int], cfg: AnalysisConfig) -> dict | None:
@@ -458,9 +579,21 @@ class AnalysisSummary:
         r = self.result
         lines = [
             f"analysed {r['n_selected']} of {r['n_spectra']} spectra ({r['n_objects']} objects), "
-            f"latent_dim {r['latent_dim']}: {len(r['informative_nodes'])} informative node(s) "
+            f"latent_dim {r['latent_dim']}: {len(r['informative_nodes'])} live node(s) "
             f"{r['informative_nodes']}"
         ]
+        for name, entry in r["live_nodes"].items():
+            if not entry["analysed"]:
+                lines.append(
+                    f"  ({len(entry['nodes'])} by {name} for comparison: {entry['nodes']})"
+                )
+        perm = r["permutations"]
+        if perm["resolvable"] is False:
+            lines.append(
+                f"  NOT RESOLVED: {perm['used']} permutations cannot resolve "
+                f"{perm['fdr'].upper()} over {perm['n_tests']} tests (needs {perm['needed']}); "
+                "the assignments below rest on the permutation floor"
+            )
         for label, hit in r["label_nodes"].items():
             verdict = ((r.get("attribution") or {}).get("labels", {}).get(label) or {}).get(
                 "verdict"
@@ -471,9 +604,10 @@ class AnalysisSummary:
                 lines.append(f"  {label}: no significant node")
             else:
                 low, high = hit["ci"]
+                p_text = format_pvalue(hit["p_adjusted"], bool(hit.get("at_floor")))
                 lines.append(
                     f"  {label}: node {hit['node']}, MI {hit['mi']:.3f} nat "
-                    f"[{_fmt(low)}, {_fmt(high)}], adjusted p {hit['p_adjusted']:.3g}"
+                    f"[{_fmt(low)}, {_fmt(high)}], adjusted p {p_text}"
                 )
         if r.get("baseline"):
             lines.append("  " + baseline_summary_line(r["baseline"]))
@@ -557,7 +691,7 @@ def analyze(
     elif len(informative) >= 2:
         matrix = pairwise_node_mi(mu, informative, method=INDEPENDENCE_METHOD, seed=cfg.seed)
         independence = {"nodes": informative, "estimator": "ksg(k=3,copula)", "mi": matrix}
-    histogram = _histogram_mi(mu, sel.labels) if labels else None
+    histogram = _histogram_mi(mu, sel.labels, cfg.seed) if labels else None
     attribution = attribution_for_analysis(mu, sel.labels, informative, kinds, cfg, notes)
     figures = _figures(table, sel, cfg, tests, histogram, independence, decoder, notes)
     baseline = _baseline(table, sel, informative, data, decoder, cfg, notes, figures)
@@ -578,12 +712,15 @@ def analyze(
         "labels": labels,
         "selection": sel.info,
         "informative_nodes": informative,
+        "live_nodes": tests.live_sets,
         "dispersion": [
             {
                 "node": j,
                 "mad": tests.mad[j],
-                "informative": j in informative,
+                "information": None if tests.information is None else tests.information[j],
                 "kl": None if tests.kl is None else tests.kl[j],
+                "informative": j in informative,
+                **{f"live_{name}": j in entry["nodes"] for name, entry in tests.live_sets.items()},
             }
             for j in range(table.latent_dim)
         ],  # fmt: skip
@@ -599,6 +736,7 @@ def analyze(
         "baseline": baseline,
         "permutations": {
             "requested": cfg.permutations or "auto",
+            "floor": 1 / (rows[0]["permutations"] + 1) if rows else None,
             "used": rows[0]["permutations"] if rows else None,
             "needed": (
                 min_resolvable_permutations(tests.n_tests, cfg.alpha, cfg.fdr) if rows else None
@@ -636,23 +774,28 @@ def _write(out: str, latents: str, result: dict, figures: dict) -> AnalysisSumma
 def _figures(table, sel, cfg, tests: NodeTests, histogram, independence, decoder, notes):
     """name -> (PNG bytes, caption), in the order the report shows them."""
     mu, rows, informative = table.mu[sel.rows], tests.rows, tests.informative
-    kl = tests.kl
     out: dict[str, tuple[bytes, str]] = {}
-    out["dispersion"] = (
-        fig.dispersion_figure(
-            tests.mad, cfg.dispersion_threshold, tests.mad > cfg.dispersion_threshold, kl
-        ),
-        f"Median absolute deviation of mu per node over the {len(sel.rows)} selected spectra "
-        f"(log scale); dashed: the threshold {cfg.dispersion_threshold:g}."
-        + (" Below: mean KL divergence to the prior per node." if kl is not None else ""),
-    )
+    out["dispersion"] = _dispersion_figure(tests, cfg, len(sel.rows))
+    if sel.labels:
+        out["label_histograms"] = (
+            fig.label_histogram_figure(
+                {name: v[np.isfinite(v)] for name, v in sel.labels.items()},
+                sel.clipped,
+                {name: e["n_placeholder"] for name, e in sel.info["per_label"].items()},
+            ),
+            "Every analysed label over the selected spectra: blue the values used, red those "
+            "the iterated median/MAD clip removed; placeholder values are counted in the "
+            "titles and never plotted.",
+        )
     if histogram:
-        maps = {label: indicator_map(table_) for label, table_ in histogram["mi"].items()}
+        maps = {label: indicator_map(t) for label, t in histogram["corrected"].items()}
         out["mi_heatmap"] = (
             fig.indicator_figure(histogram["binnings"], maps),
-            "The paper's indicator: histogram MI of every node with each label at 5 to 160 "
-            "bins, each row divided by its maximum over nodes. A node that dominates at "
-            "every binning tracks that label.",
+            "The paper's indicator, bias-corrected: histogram MI of every node with each "
+            "label at 5 to 160 bins minus its mean over "
+            f"{NULL_PERMUTATIONS} shuffles of the label, each row divided by its maximum "
+            "over nodes. Binnings above sqrt(2n) bins are blank (too fine for the sample "
+            "size). A node that dominates at every drawn binning tracks that label.",
         )
     labels = list(sel.labels)
     if rows:
@@ -698,6 +841,29 @@ def _figures(table, sel, cfg, tests: NodeTests, histogram, independence, decoder
             "back the claim that the nodes carry separate factors.",
         )
     return out
+
+
+def _dispersion_figure(tests: NodeTests, cfg: AnalysisConfig, n: int) -> tuple[bytes, str]:
+    """Both live-node criteria (and the KL per node) side by side, with a caption."""
+    sets = tests.live_sets
+    live = {name: np.isin(np.arange(tests.mad.size), e["nodes"]) for name, e in sets.items()}
+    panels = []
+    if tests.information is not None:
+        panels.append(("information [nat]", tests.information, cfg.information_threshold,
+                       live["information"]))  # fmt: skip
+    panels.append(("MAD of mu", tests.mad, cfg.dispersion_threshold, live["mad"]))
+    if tests.kl is not None:
+        panels.append(("mean KL [nat]", tests.kl, None, live.get("information", live["mad"])))
+    analysed = next(name for name, e in sets.items() if e["analysed"])
+    caption = (
+        f"Live nodes over the {n} selected spectra (log scale). "
+        + ("Top: information 0.5 ln(1 + Var(mu)/E[sigma^2]) against "
+           f"{cfg.information_threshold:g} nat. " if tests.information is not None else "")
+        + f"MAD of mu (the paper's criterion) against {cfg.dispersion_threshold:g}. "
+        + ("Bottom: mean KL to the prior. " if tests.kl is not None else "")
+        + f"The {analysed} set is analysed."
+    )  # fmt: skip
+    return fig.dispersion_figure(panels), caption
 
 
 # ------------------------------------------------------------------ the PCA baseline

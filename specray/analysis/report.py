@@ -14,6 +14,8 @@ import html
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from specray.analysis.significance import format_pvalue
+
 STYLE = """
 body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; max-width: 1000px;
        margin: 2em auto; padding: 0 1em; color: #222; line-height: 1.45; }
@@ -112,39 +114,71 @@ def _what(r: dict) -> str:
         if sel["complete_cases"]
         else "each label separately: NaN dropped"
     )
-    items.append(("selection", esc(rule + (f", {clip:g}-sigma clip" if clip else ", no clipping"))))
+    clip_text = f", {clip:g}-sigma clip ({sel.get('clip_method', 'mean/std')})" if clip else ""
+    items.append(("selection", esc(rule + (clip_text or ", no clipping"))))
     out = table_html(["", ""], [(f"<b>{k}</b>", v) for k, v in items], left=2)
     per_label = sel["per_label"]
     if per_label:
         rows = [
-            (esc(name), num(v["n_finite"]), num(v["n_clipped"]), num(v["n"]))
+            (
+                esc(name),
+                num(v.get("n_placeholder")),
+                num(v["n_finite"]),
+                num(v["n_clipped"]),
+                num(v["n"]),
+            )
             for name, v in per_label.items()
         ]
-        out += table_html(["label", "with a value", "clipped", "used"], rows, left=1)
+        out += table_html(
+            ["label", "placeholders", "with a value", "clipped", "used"], rows, left=1
+        )
     return out
 
 
-def _headline(r: dict) -> str:
+def _live_text(r: dict) -> str:
+    """How many nodes are live, by the analysed criterion and by the other one."""
+    sets = r.get("live_nodes") or {}
     parts = []
-    informative = r["informative_nodes"]
-    parts.append(
-        f"<p><b>{len(informative)}</b> of {r['latent_dim']} nodes are informative "
-        f"(MAD of mu above {r['config']['dispersion_threshold']:g}): "
-        f"{esc(', '.join(f'z{j}' for j in informative) or 'none')}.</p>"
+    for name, entry in sorted(sets.items(), key=lambda item: not item[1]["analysed"]):
+        nodes = ", ".join(f"z{j}" for j in entry["nodes"]) or "none"
+        role = "analysed" if entry["analysed"] else "for comparison"
+        parts.append(
+            f"<b>{len(entry['nodes'])}</b> of {r['latent_dim']} nodes live by {esc(name)} "
+            f"({esc(entry['measure'])} above {entry['threshold']:g} {esc(entry['unit'])}; "
+            f"{role}): {esc(nodes)}"
+        )
+    return "<p>" + ".<br>".join(parts) + ".</p>"
+
+
+def _unresolved(r: dict) -> str:
+    """A plain statement, for the headline, when B cannot resolve the FDR threshold."""
+    perm = r["permutations"]
+    if perm.get("resolvable") is not False:
+        return ""
+    return (
+        f"<p class='warn'><b>Significance not resolved:</b> {num(perm['used'])} permutations "
+        f"cannot resolve {esc(perm['fdr'].upper())} over {perm['n_tests']} tests (needs B >= "
+        f"{num(perm['needed'])}; the smallest p-value is {num(perm.get('floor'))}). The "
+        "assignments below rest on the permutation floor and are not established; rerun "
+        "with analysis.permutations=auto.</p>"
     )
-    rows, tracked = [], set()
+
+
+def _headline(r: dict) -> str:
+    parts = [_unresolved(r), _live_text(r)]
+    informative = r["informative_nodes"]
+    rows = []
     for label, hit in r["label_nodes"].items():
         if hit is None:
             rows.append((esc(label), "no significant node", "-", "-", "-"))
         else:
-            tracked.add(hit["node"])
             rows.append(
                 (
                     esc(label),
                     f"z{hit['node']}",
                     num(hit["mi"]),
                     ci_text(hit["ci"]),
-                    num(hit["p_adjusted"]),
+                    esc(format_pvalue(hit["p_adjusted"], bool(hit.get("at_floor")))),
                 )
             )
     if rows:
@@ -155,7 +189,7 @@ def _headline(r: dict) -> str:
     others = [j for j in informative if j not in significant]
     if informative and r["labels"]:
         parts.append(
-            "<p>Informative nodes related to no analysed label: "
+            "<p>Live nodes related to no analysed label: "
             f"{esc(', '.join(f'z{j}' for j in others) or 'none')}.</p>"
         )
     if r["warnings"]:
@@ -165,11 +199,16 @@ def _headline(r: dict) -> str:
 
 def _dispersion(r: dict, figures) -> str:
     rows = [
-        (f"z{d['node']}", num(d["mad"]), num(d["kl"])) for d in r["dispersion"] if d["informative"]
-    ]
+        (f"z{d['node']}", num(d.get("information")), num(d["mad"]), num(d["kl"]),
+         num(d.get("live_information")), num(d.get("live_mad")))
+        for d in r["dispersion"]
+        if d["informative"] or d.get("live_mad") or d.get("live_information")
+    ]  # fmt: skip
     text = figure_html("dispersion", figures)
     if rows:
-        text += table_html(["node", "MAD of mu", "mean KL [nat]"], rows, left=1)
+        header = ["node", "information [nat]", "MAD of mu", "mean KL [nat]", "live (info)",
+                  "live (MAD)"]  # fmt: skip
+        text += table_html(header, rows, left=1)
     return text
 
 
@@ -181,15 +220,18 @@ def _mi(r: dict, figures) -> str:
             f"<p>Estimator {esc(r['mi'][0]['estimator'])}; p-values from {num(perm['used'])} "
             f"permutations of each label, (1 + #exceed)/(1 + B); {esc(perm['fdr'].upper())} "
             f"over {perm['n_tests']} tests at alpha {perm['alpha']:g} (resolving it needs "
-            f"B >= {num(perm['needed'])}). Intervals: half-sampling without replacement, "
-            "re-centred on the full-sample estimate.</p>"
+            f"B >= {num(perm['needed'])}). A p-value shown as &lt; x sits at the permutation "
+            f"floor 1/(B+1) = {num(perm.get('floor'))}: no shuffle reached the observed MI. "
+            "Intervals: half-sampling without replacement, re-centred on the full-sample "
+            "estimate.</p>"
         )
     text += figure_html("mi_heatmap", figures) + figure_html("mi_matrix", figures)
     ordered = sorted(r["mi"], key=lambda row: (r["labels"].index(row["label"]), -row["mi"]))
     if ordered:
         rows = [
             (esc(row["label"]), f"z{row['node']}", num(row["n"]), num(row["mi"]),
-             ci_text(row["ci"]), num(row["p_value"]), num(row["p_adjusted"]),
+             ci_text(row["ci"]), esc(format_pvalue(row["p_value"], row.get("at_floor", False))),
+             esc(format_pvalue(row["p_adjusted"], row.get("at_floor", False))),
              "yes" if row["significant"] else "no")
             for row in ordered
         ]  # fmt: skip
@@ -319,7 +361,8 @@ def _caveats(r: dict) -> str:
     items = [esc(w) for w in r["warnings"]]
     items += [
         "MI is in nats. KSG estimates are nearly unbiased but noisy (small negative values "
-        "happen); the histogram indicator map is biased upward and only ranks nodes.",
+        "happen). Raw histogram MI (analysis.json) is biased upward; the indicator map "
+        "subtracts its shuffled-label mean and only ranks nodes.",
         "A significant MI says a node carries information about a label, not that it "
         "encodes it alone or linearly; see the scatter plots and traversals.",
         "The copula screen sees only monotone dependence and only flags candidates.",
@@ -336,9 +379,9 @@ def render_report(result: dict, figures: Mapping[str, tuple[bytes, str]]) -> str
         "--model to --latents) and at least one informative node.</p>"
     )
     sections = [
-        ("What was analysed", _what(r)),
+        ("What was analysed", _what(r) + figure_html("label_histograms", figures)),
         ("Headline", _headline(r)),
-        ("Which nodes are alive: dispersion", _dispersion(r, figures)),
+        ("Which nodes are alive: information and dispersion", _dispersion(r, figures)),
         ("What the nodes know: mutual information with the labels", _mi(r, figures)),
         ("Which node is which label: exclusive attribution", _attribution(r)),
         ("Does the latent space know more than PCA?", _baseline(r, figures)),

@@ -86,6 +86,19 @@ def pvalue_from_exceedances(exceed: ArrayLike, permutations: int) -> FloatArray:
     return (1.0 + np.asarray(exceed, dtype=np.float64)) / (1.0 + permutations)
 
 
+def format_pvalue(p: float | None, at_floor: bool = False, digits: int = 3) -> str:
+    """A p-value as text; ``"< x"`` when it sits at the permutation floor.
+
+    When no permutation reached the observed MI, ``p = 1/(B+1)`` only says the true p-value
+    is below what B permutations can show; the same holds for the adjusted value computed
+    from it. Printing it as a plain number would claim a precision the test does not have.
+    """
+    if p is None or not np.isfinite(p):
+        return "-"
+    text = f"{p:.{digits}g}"
+    return f"< {text}" if at_floor else text
+
+
 def adjust_pvalues(p: ArrayLike, method: str = "bh") -> FloatArray:
     """Benjamini-Hochberg (``"bh"``) or Benjamini-Yekutieli (``"by"``) adjusted p-values.
 
@@ -390,7 +403,8 @@ def significance_table(
     docstring); ``options`` go to the estimator (e.g. ``k=5`` or ``bins=40``).
 
     Returns one dict per pair, labels in the given order and nodes within each label:
-    ``node, label, estimator, n, mi, ci [low, high], p_value, p_adjusted, significant,
+    ``node, label, estimator, n, mi, ci [low, high], p_value, at_floor (no permutation
+    reached the observed MI: p is 1/(B+1), the floor), p_adjusted, significant,
     permutations, resolvable``. MI in nats. Runs on Ray (started if needed).
     """
     mat = as_matrix(latents)
@@ -499,7 +513,8 @@ def _rows(
         for d, node in enumerate(cols):
             mi = float(r["mi"][d])
             ci = recentred_interval(mi, half[d], ci_level) if half is not None else (np.nan,) * 2
-            p = float(pvalue_from_exceedances(r["exceed"][d], n_perm))
+            exceed = int(r["exceed"][d])
+            p = float(pvalue_from_exceedances(exceed, n_perm))
             rows.append(
                 {
                     "node": node,
@@ -509,6 +524,7 @@ def _rows(
                     "mi": mi,
                     "ci": [float(ci[0]), float(ci[1])],
                     "p_value": p,
+                    "at_floor": exceed == 0,
                     "permutations": n_perm,
                     "resolvable": resolvable,
                 }

@@ -6,10 +6,13 @@ import pytest
 from specray.analysis.dispersion import (
     informative_nodes,
     isolation_forest_scores,
+    live_nodes,
     mean_kl_per_node,
     median_absolute_deviation,
     node_dispersion,
+    node_information,
 )
+from specray.analysis.mi import mutual_information
 
 
 def latents(n: int = 2_000, seed: int = 0) -> np.ndarray:
@@ -54,3 +57,44 @@ def test_isolation_forest_flags_planted_outliers():
     assert scores.shape == (1_000,) and np.all((scores > 0) & (scores <= 1))
     assert set(np.argsort(scores)[-3:]) == {0, 1, 2}  # higher = more anomalous
     assert np.array_equal(scores, isolation_forest_scores(z, seed=1))
+
+
+def planted_posteriors(n: int = 1_000) -> tuple[np.ndarray, np.ndarray]:
+    """Four nodes with known Var(mu) and E[sigma^2]; mu = +-a alternately (Var = a^2, MAD = a).
+
+    z0: a = 0.5, sigma^2 = 0.01 (alive by both criteria, 0.5 ln 26 nat);
+    z1: a = 0.05, sigma^2 = 1 (MAD 0.05 > 0.02, yet only 0.5 ln 1.0025 nat: never squeezed);
+    z2: a = 0.005, sigma^2 = 1 (collapsed by both);
+    z3: a = 0.3, sigma^2 = 0.04 for half the spectra and 0.16 for the other half
+        (E[sigma^2] = 0.1: 0.5 ln 1.9 nat).
+    """
+    sign = np.where(np.arange(n) % 2 == 0, 1.0, -1.0)
+    mu = sign[:, None] * np.array([0.5, 0.05, 0.005, 0.3])
+    var = np.tile([0.01, 1.0, 1.0, 0.04], (n, 1))
+    var[np.arange(n) // (n // 2) == 1, 3] = 0.16  # order of halves independent of sign
+    return mu, np.log(var)
+
+
+def test_node_information_on_planted_posterior_variances():
+    mu, logvar = planted_posteriors()
+    expected = 0.5 * np.log1p([0.25 / 0.01, 0.0025 / 1.0, 0.000025 / 1.0, 0.09 / 0.1])
+    assert node_information(mu, logvar) == pytest.approx(expected, rel=1e-12)
+    assert live_nodes(mu, logvar).tolist() == [0, 3]  # default 0.1 nat
+    assert informative_nodes(mu).tolist() == [0, 1, 3]  # the paper's MAD >= 0.02 keeps z1
+    assert live_nodes(mu, logvar, threshold=0.5 * np.log(1.9) + 1e-9).tolist() == [0]
+    with pytest.raises(ValueError, match=">= 0 nat"):
+        live_nodes(mu, logvar, threshold=-1.0)
+    with pytest.raises(ValueError, match="same shape"):
+        node_information(mu, logvar[:, :2])
+
+
+def test_node_information_is_the_gaussian_channel_capacity():
+    """With Gaussian mu and z = mu + sigma * eps, I(mu; z) = 0.5 ln(1 + Var(mu)/sigma^2):
+    the KSG estimate from samples of z agrees with node_information."""
+    rng = np.random.default_rng(4)
+    n, sigma = 4_000, 0.3
+    mu = rng.normal(0.0, 0.6, (n, 1))
+    z = mu[:, 0] + sigma * rng.normal(size=n)
+    info = node_information(mu, np.full((n, 1), 2 * np.log(sigma)))[0]
+    assert info == pytest.approx(0.5 * np.log1p(0.36 / 0.09), rel=0.02)
+    assert mutual_information(mu[:, 0], z) == pytest.approx(info, abs=0.05)

@@ -9,9 +9,11 @@ from specray.analysis.mi import (
     DEFAULT_BINNINGS,
     Estimator,
     _strict_neighbour_counts,
+    corrected_histogram_mi_table,
     histogram_mi_table,
     indicator_map,
     make_estimator,
+    max_histogram_bins,
     mutual_information,
     rank_transform,
 )
@@ -123,6 +125,40 @@ def test_histogram_table_and_indicator_map():
     assert np.all(heat[:, 2] == 1.0)  # I(label; label) = H(binned label) bounds every node
     assert np.all(heat[:, 0] < heat[:, 1])
     assert np.array_equal(indicator_map(np.zeros((2, 3))), np.zeros((2, 3)))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_corrected_indicator_map_at_n_300(seed):
+    """One node depends on the label (MI 0.5 ln 5 = 0.80 nat), seven do not. The raw map
+    lets independent nodes reach ~1.0 at 80-160 bins; the corrected one keeps the
+    dependent node at 1.0 in every row it draws and the others well below, and leaves out
+    the binnings finer than sqrt(2n) = 24 bins."""
+    rng = np.random.default_rng(seed)
+    n = 300
+    label = rng.standard_normal(n)
+    latents = rng.standard_normal((n, 8))
+    latents[:, 3] = label + 0.5 * rng.standard_normal(n)
+    raw = indicator_map(histogram_mi_table(latents, label))
+    assert np.delete(raw, 3, axis=1)[-1].max() > 0.9  # the defect being fixed
+    corrected = indicator_map(corrected_histogram_mi_table(latents, label, seed=seed))
+    drawn = np.array(DEFAULT_BINNINGS) <= max_histogram_bins(n)
+    assert max_histogram_bins(n) == 24 and drawn.tolist() == [True] * 3 + [False] * 3
+    assert np.isnan(corrected[~drawn]).all()
+    assert np.all(corrected[drawn, 3] == 1.0)
+    assert np.delete(corrected[drawn], 3, axis=1).max() < 0.3
+
+
+def test_null_correction_removes_the_histogram_bias():
+    """Independent data at n = 2,000, 20 bins: raw plug-in MI ~(bins-1)^2/(2n) = 0.09 nat;
+    after subtracting the permutation-null mean, about 0."""
+    rng = np.random.default_rng(12)
+    latents, label = rng.standard_normal((2_000, 6)), rng.standard_normal(2_000)
+    raw = histogram_mi_table(latents, label, binnings=(20,))[0]
+    corrected = corrected_histogram_mi_table(latents, label, binnings=(20,))[0]
+    assert raw.mean() == pytest.approx(19**2 / 4_000, rel=0.25)
+    assert corrected.mean() < 0.01
+    with pytest.raises(ValueError, match="permutations"):
+        corrected_histogram_mi_table(latents, label, permutations=0)
 
 
 def test_ties_are_broken_reproducibly():

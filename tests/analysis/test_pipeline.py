@@ -32,10 +32,11 @@ IMG = '<img src="data:image/png;base64,'
 
 def planted_table(path, n_objects=400, n_dup=100, seed=1):
     """12 nodes: z2 = f(teff) monotone, z7 = g(rv) anti-symmetric (not monotone), z5 and z9
-    alive but label-free, the rest collapsed. ``n_dup`` objects have a second, lower-SNR
-    spectrum (selection must skip it), five of which sit far out in z5 and z9 (the
-    isolation forest must rank them first). One teff is a 5-sigma outlier; logg is a label
-    no node tracks."""
+    alive but label-free, z11 spread by 0.06 with a posterior width of 1 (live by the
+    paper's MAD, not by information), the rest collapsed. ``n_dup`` objects have a second,
+    lower-SNR spectrum (selection must skip it), five of which sit far out in z5 and z9
+    (the isolation forest must rank them first). One teff is a 5-sigma outlier; logg is a
+    label no node tracks, with the placeholder 9999 for 30 single-spectrum stars."""
     rng = np.random.default_rng(seed)
     rv = rng.uniform(-100, 100, n_objects)
     teff = rng.uniform(3500, 7000, n_objects)
@@ -45,6 +46,8 @@ def planted_table(path, n_objects=400, n_dup=100, seed=1):
     mu[:, 2] = 2.4 - 4.4 * (np.minimum(teff, 7000) - 3500) / 3500 + rng.normal(0, 0.3, n_objects)
     mu[:, 7] = -rv / 30 * np.exp(-((rv / 70) ** 2)) + rng.normal(0, 0.2, n_objects)
     mu[:, [5, 9]] = rng.normal(0.0, 0.5, (n_objects, 2))
+    mu[:, 11] = rng.normal(0.0, 0.06, n_objects)
+    logg[n_dup + 1 : n_dup + 31] = 9999.0
     dup = np.arange(1, n_dup + 1)
     mu_dup = mu[dup] + rng.normal(0, 0.05, (n_dup, 12))
     mu_dup[:5, 5] = [4.0, -4.5, 5.0, -5.5, 6.0]
@@ -94,9 +97,21 @@ def test_planted_latents_give_exactly_the_planted_nodes(tmp_path, capsys):
     assert (result["n_spectra"], result["n_objects"], result["n_selected"]) == (500, 400, 400)
     assert result["latent_dim"] == 12 and result["labels"] == ["rv", "teff", "logg"]
     assert result["selection"]["per_label"]["teff"]["n_clipped"] == 1
+    assert result["selection"]["per_label"]["logg"]["n_placeholder"] == 30
+    assert result["selection"]["per_label"]["logg"]["n"] == 370
+    assert any("'logg': 30 placeholder" in w for w in result["warnings"])
     assert result["informative_nodes"] == [2, 5, 7, 9]
     assert [d["node"] for d in result["dispersion"] if d["informative"]] == [2, 5, 7, 9]
     assert all(d["kl"] is not None for d in result["dispersion"])
+    live = result["live_nodes"]
+    assert live["information"]["nodes"] == [2, 5, 7, 9] and live["information"]["analysed"]
+    assert live["mad"]["nodes"] == [2, 5, 7, 9, 11] and not live["mad"]["analysed"]
+    assert result["dispersion"][11]["live_mad"] and not result["dispersion"][11]["live_information"]
+    assert any("z11" in w and "MAD threshold" in w for w in result["warnings"])
+    assert result["permutations"]["floor"] == pytest.approx(1 / 401)
+    corrected = result["histogram_mi"]["corrected"]["teff"]
+    assert corrected[-1] == [None] * 12  # 160 bins > sqrt(2 x 399)
+    assert np.argmax(corrected[0]) == 2  # z2 dominates the 5-bin row for teff
 
     assert len(result["mi"]) == 12 and result["permutations"]["used"] == 400
     assert result["permutations"]["resolvable"] is True
@@ -119,11 +134,37 @@ def test_planted_latents_give_exactly_the_planted_nodes(tmp_path, capsys):
 
     names = [entry["name"] for entry in result["figures"]]
     assert names == [
-        "dispersion", "mi_heatmap", "mi_matrix", "scatter_rv", "scatter_teff", "scatter_logg",
+        "dispersion", "label_histograms", "mi_heatmap", "mi_matrix", "scatter_rv", "scatter_teff", "scatter_logg",
         "independence",
     ]  # fmt: skip
-    check_report(out, result)
+    page = check_report(out, result)
     assert "rv: node 7" in printed and "teff: node 2" in printed and "report.html" in printed
+    assert "adjusted p < " in printed  # at the floor: a bound, not a number
+    assert "NOT RESOLVED" not in printed and "not resolved" not in page
+    assert "4</b> of 12 nodes live by information" in page
+    assert "5</b> of 12 nodes live by mad" in page
+
+
+def test_unresolvable_permutations_are_said_in_the_headline(tmp_path, capsys):
+    """B = 50 for 8 tests cannot resolve BH (needs 159): summary and report headline say
+    so, instead of showing assignments the warnings contradict."""
+    path = tmp_path / "planted.parquet"
+    planted_table(path, n_objects=200, n_dup=10)
+    out = tmp_path / "out"
+    argv = ["-q", "analyze", "--latents", str(path), "--out", str(out), "--labels", "rv,teff"]
+    argv += ["--permutations", "50", "--set", "analysis.ci_resamples=0"]
+    argv += ["--set", "analysis.screen=false", "--set", "analysis.anomalies=0"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    result = json.loads((out / "analysis.json").read_text())
+    perm = result["permutations"]
+    assert (perm["requested"], perm["used"], perm["needed"], perm["n_tests"]) == (50, 50, 159, 8)
+    assert perm["resolvable"] is False and any("B=50" in w for w in result["warnings"])
+    assert "NOT RESOLVED: 50 permutations cannot resolve BH over 8 tests" in printed
+    page = (out / "report.html").read_text()
+    headline = page[page.index('<div class="headline">') :]
+    assert headline.index("Significance not resolved") < headline.index("</div>")
+    assert "&lt; 0.0196" in page  # p at the floor 1/51, shown as a bound
 
 
 def test_selection_per_label_or_complete_cases():
@@ -140,12 +181,18 @@ def test_selection_per_label_or_complete_cases():
     notes = []
     sel = select(table, AnalysisConfig(labels=["rv", "feh", "teff"]), notes)
     assert list(sel.rows) == list(range(1, n, 2))
-    assert sel.info["per_label"]["rv"] == {"n_finite": 30, "n_clipped": 1, "n": 29}
+    assert sel.info["per_label"]["rv"] == {
+        "n_placeholder": 0,
+        "n_finite": 30,
+        "n_clipped": 1,
+        "n": 29,
+    }
     assert sel.info["per_label"]["feh"]["n"] == 15 and "feh" not in sel.labels  # < 20: skipped
     assert np.isnan(sel.labels["rv"][1]) and any("'teff' is not in" in w for w in notes)
     joint = select(table, AnalysisConfig(labels=["rv", "feh"], complete_cases=True), [])
-    # the 15 objects with feh, best spectrum each (one point in 15 cannot be 5 sigma out)
-    assert list(joint.rows) == list(range(3, n, 4)) and joint.info["complete_cases"]
+    # the 15 objects with feh, best spectrum each; rv = 1e4 (row 3) is clipped: one mean/std
+    # pass could not see it (one point in 15 cannot be 5 std out), median/MAD does
+    assert list(joint.rows) == list(range(7, n, 4)) and joint.info["complete_cases"]
 
 
 @pytest.fixture(scope="module")
@@ -165,9 +212,11 @@ def test_end_to_end_from_a_trained_checkpoint(trained, tmp_path):
     config = load_config(
         overrides=[
             "analysis.labels=[rv, teff]",
-            "analysis.permutations=0",  # automatic: enough to resolve BH
+            "analysis.permutations=auto",  # enough to resolve BH
             "analysis.ci_resamples=20",
-            "analysis.dispersion_threshold=0",  # one epoch: MAD ~1e-4, keep every node
+            # one epoch: MAD ~1e-4 and posteriors still ~N(0, 1); keep every node
+            "analysis.information_threshold=0",
+            "analysis.dispersion_threshold=0",
             "analysis.encode_batch_size=16",
         ]
     )
@@ -196,6 +245,7 @@ def test_end_to_end_from_a_trained_checkpoint(trained, tmp_path):
     assert set(result) >= KEYS and result == summary.result
     assert result["n_spectra"] == 80 and result["n_objects"] == 40 == result["n_selected"]
     assert result["informative_nodes"] and result["permutations"]["resolvable"] is True
+    assert result["live_nodes"]["information"]["analysed"]  # logvar encoded: the default
     assert len(result["mi"]) == 2 * len(result["informative_nodes"])
     names = {entry["name"] for entry in result["figures"]}
     assert {"dispersion", "mi_heatmap", "mi_matrix", "scatter_rv", "scatter_teff"} <= names

@@ -5,6 +5,7 @@ import pytest
 
 from specray.analysis.selection import (
     best_per_object,
+    missing_as_nan,
     resample_by_object,
     select_for_analysis,
     sigma_clip_mask,
@@ -60,16 +61,47 @@ def test_five_sigma_clip_removes_outlier_only():
     assert idx.size == 1_998
 
 
-def test_clip_iterations():
-    # After the 1000-sigma outlier goes, the 20-sigma ones become visible.
+def test_clip_is_iterated_and_robust():
+    # One mean/std pass misses the 20-sigma points (the 1000-sigma one inflates the std);
+    # median/MAD iterated to convergence removes all three and keeps the Gaussian.
     values = np.concatenate([np.random.default_rng(2).normal(0, 1, 1_000), [20.0, -20.0, 1e3]])
     keep = np.ones(values.size, dtype=bool)
-    once = sigma_clip_mask([values], keep, 5.0, iterations=1)
-    many = sigma_clip_mask([values], keep, 5.0, iterations=10)
-    assert not once[-1] and once[-3] and once[-2]
-    assert not many[-3:].any() and many[:1_000].sum() >= 998
+    robust = sigma_clip_mask([values], keep, 5.0)
+    assert not robust[-3:].any() and robust[:1_000].sum() >= 998
+    assert abs(values[:1_000] - values[:1_000].mean()).max() > 3  # a real tail is kept
     with pytest.raises(ValueError):
         sigma_clip_mask([values], keep, -1.0)
+    with pytest.raises(ValueError, match="iterations"):
+        sigma_clip_mask([values], keep, 5.0, iterations=0)
+
+
+def test_placeholders_are_missing_and_never_selected():
+    """39 of 300 stars with [Fe/H] = 9999 (as in a real library): none survives; one
+    mean/std 5-sigma pass would have kept all 39 (std ~3,200 dex)."""
+    rng = np.random.default_rng(3)
+    feh = rng.normal(-0.1, 0.25, 300)
+    bad = rng.choice(300, 39, replace=False)
+    feh[bad] = 9999.0
+    assert np.all(np.abs(feh - feh.mean()) <= 5 * feh.std())  # the naive clip keeps them
+    table = {"feh": feh.astype(np.float32), "teff": rng.normal(5_500, 400, 300)}
+    table["teff"][:3] = [-99.0, np.inf, -9999.0]
+    idx = select_for_analysis(table, ["feh", "teff"], one_per_object=False)
+    assert not set(bad) & set(idx) and not {0, 1, 2} & set(idx)
+    assert idx.size >= 300 - 39 - 3 - 2  # the Gaussian rows are (almost) all kept
+    # Even with placeholder detection off, the robust clip alone removes the cluster.
+    clipped_only = select_for_analysis(table, ["feh"], one_per_object=False, placeholders=())
+    assert not set(bad) & set(clipped_only) and clipped_only.size >= 300 - 39 - 2
+    values, n_placeholder = missing_as_nan(table["feh"])
+    assert n_placeholder == 39 and np.isnan(values[bad]).all()
+    assert np.isfinite(np.delete(values, bad)).all()
+    assert missing_as_nan([99.0, -99.0, np.inf, 1.0])[1] == 1  # +99 km/s is a real RV
+
+
+def test_robust_clip_survives_a_discrete_label():
+    """More than half the values equal: the MAD is 0, the clip falls back to the std."""
+    flags = np.array([0.0] * 200 + [1.0] * 80 + [2.0] * 20)
+    keep = sigma_clip_mask([flags], np.ones(flags.size, dtype=bool), 5.0)
+    assert keep.all()
 
 
 def test_random_spectrum_per_object_is_reproducible():

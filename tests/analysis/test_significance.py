@@ -12,6 +12,7 @@ from specray.analysis.significance import (
     UnresolvedPermutationWarning,
     adjust_pvalues,
     choose_permutations,
+    format_pvalue,
     half_sample_ci,
     is_resolvable,
     min_resolvable_permutations,
@@ -90,6 +91,13 @@ def test_min_resolvable_permutations_is_the_smallest_that_works(n_tests, alpha, 
 def test_min_resolvable_permutations_values():
     assert min_resolvable_permutations(32, 0.05) == 639
     assert min_resolvable_permutations(512, 0.05) == 10_239
+
+
+def test_pvalues_at_the_floor_print_as_a_bound():
+    assert format_pvalue(1 / 1000, at_floor=True) == "< 0.001"
+    assert format_pvalue(0.0018, at_floor=True) == "< 0.0018"
+    assert format_pvalue(0.0123, at_floor=False) == "0.0123"
+    assert format_pvalue(None) == "-" and format_pvalue(float("nan")) == "-"
 
 
 def test_choose_permutations_auto_and_warning():
@@ -210,6 +218,7 @@ def test_planted_latents_end_to_end(ray_session):
         assert set(r) >= {"node", "label", "estimator", "mi", "ci", "p_value", "p_adjusted"}
         assert r["resolvable"] and r["permutations"] == 299 and r["n"] == 2_000
         assert 0.0 <= r["ci"][0] <= max(r["mi"], 0.0) <= r["ci"][1]
+        assert r["at_floor"] == (r["p_value"] == 1 / 300)
         if r["significant"]:
             assert r["mi"] > 0.5 and r["ci"][0] > 0.3 and r["p_value"] == pytest.approx(1 / 300)
 
