@@ -53,10 +53,8 @@ def test_two_seasons_of_different_seeds_land_in_one_store(tmp_path):
     seasons = {seed: tmp_path / f"season{seed}" for seed in (1, 2)}
     rows = {seed: _synth_fits(folder, seed) for seed, folder in seasons.items()}
     for folder in seasons.values():
-        assert (
-            main(["ingest", str(folder), "--out", store, "--labels", str(folder / "labels.csv")])
-            == 0
-        )  # noqa: E501
+        labels = str(folder / "labels.csv")
+        assert main(["ingest", str(folder), "--out", store, "--labels", labels]) == 0
     _, table = read_store(store)
     quarantine = open_store(store).quarantine
     good = {row["id"] for season in rows.values() for row in season if not row["defect"]}
