@@ -92,6 +92,7 @@ from specray.analysis.significance import (
     significance_table,
 )
 from specray.config import AnalysisConfig, Config
+from specray.errors import SpecrayError
 from specray.spectra.grid import Grid
 
 log = logging.getLogger(__name__)
@@ -231,6 +232,8 @@ def select(table: LatentTable, cfg: AnalysisConfig, notes: list[str]) -> Selecti
             notes.append(f"label {name!r} has only {keep.sum()} values after selection; skipped")
         else:
             labels[name] = values
+    if cfg.labels and not labels:
+        raise NoUsableLabels(_no_labels_message(table, cfg.labels))
     info = {
         "one_per_object": cfg.one_per_object,
         "sigma_clip": sigma,
@@ -238,6 +241,28 @@ def select(table: LatentTable, cfg: AnalysisConfig, notes: list[str]) -> Selecti
         "per_label": per_label,
     }
     return Selection(rows, labels, info)
+
+
+class NoUsableLabels(SpecrayError, ValueError):
+    """None of the requested labels can be analysed (a typo, or labels never joined)."""
+
+
+def _no_labels_message(table: LatentTable, requested: list[str]) -> str:
+    """Why each requested label is unusable, and which labels the data does hold."""
+    problems = []
+    for name in dict.fromkeys(requested):
+        values = table.columns.get(name)
+        if values is None:
+            problems.append(f"{name!r} is not in the data")
+        elif not np.any(np.isfinite(values)):
+            problems.append(f"{name!r} has no values")
+        else:
+            problems.append(f"{name!r} has fewer than {MIN_LABELLED} values after selection")
+    held = [name for name, values in table.columns.items() if np.any(np.isfinite(values))]
+    return (
+        f"{table.uri}: no label to analyse: {'; '.join(problems)}. "
+        f"Labels with values: {', '.join(held) or 'none'} (choose with --labels)"
+    )
 
 
 # ------------------------------------------------------------------ the steps
