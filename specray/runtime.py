@@ -82,8 +82,9 @@ def ensure_ray(num_cpus: int | None = None) -> None:
         return
     cpus = num_cpus or max(MIN_LOGICAL_CPUS, 2 * (os.cpu_count() or 1))
     log.info("starting a local Ray with %d logical CPUs", cpus)
+    handlers = _current_handlers()
     ray.init(address=LOCAL, num_cpus=cpus, include_dashboard=False, logging_level=logging.WARNING)
-    _shut_down_on_signals()
+    _shut_down_on_signals(handlers)
 
 
 def _join(address: str) -> None:
@@ -119,17 +120,24 @@ def _check_reachable(address: str, hint: str) -> None:
         raise RayUnavailable(f"no Ray cluster answers at {address} ({exc}); {hint}") from None
 
 
-def _shut_down_on_signals() -> None:
-    """Turn SIGTERM and SIGHUP into a normal exit, so atexit shuts our local Ray down.
+def _current_handlers() -> dict[int, object]:
+    """The Python-level handlers of the shutdown signals, before Ray replaces them."""
+    return {number: signal.getsignal(number) for number in _SHUTDOWN_SIGNALS}
 
-    Only handlers still at their default are replaced (a caller's own handler wins), and
-    only from the main thread (the only one that may set handlers).
+
+def _shut_down_on_signals(before: dict[int, object]) -> None:
+    """Make SIGTERM and SIGHUP a normal exit, so atexit shuts our local Ray down.
+
+    ``ray.init`` sets a Python SIGTERM handler, and then its core worker installs a C-level
+    crash handler over it that prints a stack and aborts, skipping atexit. So we re-arm,
+    from Python, what was there before ``ray.init``: the caller's own handler if it set
+    one, else ours. Only the main thread may set handlers.
     """
     if threading.current_thread() is not threading.main_thread():
         return
-    for number in _SHUTDOWN_SIGNALS:
-        if signal.getsignal(number) == signal.SIG_DFL:
-            signal.signal(number, _exit_on_signal)
+    for number, handler in before.items():
+        default = handler in (signal.SIG_DFL, None)
+        signal.signal(number, _exit_on_signal if default else handler)
 
 
 def _exit_on_signal(number: int, _frame) -> None:

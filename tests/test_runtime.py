@@ -91,6 +91,8 @@ def descendants(pid: int) -> set[int]:
     """Every live process below ``pid`` (Ray's workers show only ``ray::IDLE``)."""
     parents = {}
     for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
         try:
             stat = (entry / "stat").read_text()
         except OSError:
@@ -122,7 +124,7 @@ def test_a_killed_command_leaves_no_ray_process_behind(ray_tmpdir, kill_with, ex
     child = start(ray_tmpdir, "wait")
     child.stdout.readline()  # Ray answered a task
     session = child.stdout.readline().strip()
-    assert session.startswith(str(ray_tmpdir)), session
+    assert session.startswith(str(ray_tmpdir)), child.stderr.read()[-3000:]
     ours = set(processes_mentioning(session)) | descendants(child.pid)
     assert len(processes_mentioning(session)) >= 2  # at least gcs_server and raylet
     child.send_signal(kill_with)
@@ -130,8 +132,8 @@ def test_a_killed_command_leaves_no_ray_process_behind(ray_tmpdir, kill_with, ex
     err = child.stderr.read()
     if exit_status is not None:
         assert child.returncode == exit_status, err[-3000:]  # a clean exit, not an abort
-    else:  # Ctrl-C: KeyboardInterrupt, then Python ends itself with SIGINT
-        assert child.returncode in (-signal.SIGINT, 128 + signal.SIGINT), err[-3000:]
+    else:  # Ctrl-C: KeyboardInterrupt unwinds; a failure exit, but not a crash
+        assert "KeyboardInterrupt" in err and child.returncode not in (0, -signal.SIGABRT)
     deadline = time.monotonic() + 30
     while alive(ours) and time.monotonic() < deadline:
         time.sleep(0.5)
