@@ -198,6 +198,8 @@ def select(table: LatentTable, cfg: AnalysisConfig, notes: list[str]) -> Selecti
             notes.append(f"label {name!r} has no values in the latent table; skipped")
         else:
             usable.append(name)
+    if cfg.labels and not usable:
+        raise NoUsableLabels(_no_labels_message(table, cfg.labels))
     snr = table.columns.get("snr", np.full(len(table), np.nan))
     if cfg.one_per_object and not np.any(np.isfinite(snr)):
         notes.append("no SNR values: one spectrum per object chosen by row order, not SNR")
@@ -232,8 +234,6 @@ def select(table: LatentTable, cfg: AnalysisConfig, notes: list[str]) -> Selecti
             notes.append(f"label {name!r} has only {keep.sum()} values after selection; skipped")
         else:
             labels[name] = values
-    if cfg.labels and not labels:
-        raise NoUsableLabels(_no_labels_message(table, cfg.labels))
     info = {
         "one_per_object": cfg.one_per_object,
         "sigma_clip": sigma,
@@ -244,20 +244,15 @@ def select(table: LatentTable, cfg: AnalysisConfig, notes: list[str]) -> Selecti
 
 
 class NoUsableLabels(SpecrayError, ValueError):
-    """None of the requested labels can be analysed (a typo, or labels never joined)."""
+    """No requested label has a value in the data (a typo, or labels never joined)."""
 
 
 def _no_labels_message(table: LatentTable, requested: list[str]) -> str:
     """Why each requested label is unusable, and which labels the data does hold."""
-    problems = []
-    for name in dict.fromkeys(requested):
-        values = table.columns.get(name)
-        if values is None:
-            problems.append(f"{name!r} is not in the data")
-        elif not np.any(np.isfinite(values)):
-            problems.append(f"{name!r} has no values")
-        else:
-            problems.append(f"{name!r} has fewer than {MIN_LABELLED} values after selection")
+    problems = [
+        f"{name!r} is not in the data" if name not in table.columns else f"{name!r} has no values"
+        for name in dict.fromkeys(requested)
+    ]
     held = [name for name, values in table.columns.items() if np.any(np.isfinite(values))]
     return (
         f"{table.uri}: no label to analyse: {'; '.join(problems)}. "
