@@ -259,6 +259,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Learn what survey spectra have in common, and which learned factors are physics.",
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    parser.add_argument(
+        "--address",
+        help="Ray cluster to join (host:port); default RAY_ADDRESS, else a new local Ray. "
+        "'local' starts a local Ray even when RAY_ADDRESS is set",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     for add in COMMANDS:
         add(commands)
@@ -272,7 +277,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        return args.handler(args)
+        if args.address is None:
+            return args.handler(args)
+        from specray.runtime import cluster_address
+
+        with cluster_address(args.address):
+            return args.handler(args)
     except USER_ERRORS as exc:
         print(f"specray {args.command}: error: {exc}", file=sys.stderr)
         return 2

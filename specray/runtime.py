@@ -1,11 +1,34 @@
-"""Starting or joining Ray, the same way for every stage."""
+"""Starting or joining Ray, the same way for every stage.
+
+A command joins a cluster only when told to: by ``RAY_ADDRESS`` (as under ``ray job
+submit``) or by the CLI's ``--address``. Otherwise it starts a fresh local Ray of its own
+with ``ray.init(address="local")``. A plain ``ray.init()`` would instead read the
+address file ``ray_current_cluster`` in Ray's temporary folder (written by ``ray
+start``, left behind when that head is killed) and try to join it: with ``num_cpus``
+given it then fails with "num_cpus and num_gpus must not be provided", and without it
+it hangs on a dead address. ``"local"`` skips that file.
+
+A local Ray we started is shut down when the command ends, also when it is killed with
+SIGTERM or SIGHUP: their default action ends the process without running ``atexit``, so
+Ray's own shutdown hook would not run and its helper processes would outlive the
+command. We turn them into a normal exit. SIGINT (Ctrl-C) already unwinds through
+KeyboardInterrupt and ``atexit``.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Iterator
 
 import ray
+
+from specray.errors import SpecrayError
 
 log = logging.getLogger(__name__)
 
@@ -13,17 +36,112 @@ MIN_LOGICAL_CPUS = 4
 """Train and Data deadlock when Train's workers hold every CPU (ray-notes.md): on a small
 machine we declare at least this many logical CPUs. They are bookkeeping, not cores."""
 
+LOCAL = "local"
+"""The address that means "start a new local Ray" (Ray's own spelling)."""
+
+CONNECT_TIMEOUT_S = 5.0
+"""How long to wait for a cluster's port to accept a connection before giving up, seconds.
+Ray itself retries an unreachable address for minutes."""
+
+_SHUTDOWN_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+_requested_address: str | None = None
+
+
+class RayUnavailable(SpecrayError, ConnectionError):
+    """The Ray cluster named by RAY_ADDRESS or --address cannot be joined."""
+
+
+@contextlib.contextmanager
+def cluster_address(address: str | None) -> Iterator[None]:
+    """Within the block, ``ensure_ray`` joins ``address`` (None: RAY_ADDRESS or local)."""
+    global _requested_address
+    previous, _requested_address = _requested_address, address
+    try:
+        yield
+    finally:
+        _requested_address = previous
+
+
+def requested_address() -> str | None:
+    """The cluster to join: --address, else RAY_ADDRESS, else None (start a local Ray)."""
+    address = _requested_address or os.environ.get("RAY_ADDRESS") or None
+    return None if address == LOCAL else address
+
 
 def ensure_ray(num_cpus: int | None = None) -> None:
-    """Join the cluster in RAY_ADDRESS (as under ``ray job submit``) or start a local one.
+    """Join the requested cluster (see ``requested_address``) or start a local one.
 
-    A local Ray gets ``max(4, 2 x cores)`` logical CPUs unless ``num_cpus`` says otherwise.
+    A local Ray gets ``max(4, 2 x cores)`` logical CPUs unless ``num_cpus`` says
+    otherwise; ``num_cpus`` is ignored when joining (the cluster has its own).
     """
     if ray.is_initialized():
         return
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(log_to_driver=True)
+    address = requested_address()
+    if address:
+        _join(address)
         return
     cpus = num_cpus or max(MIN_LOGICAL_CPUS, 2 * (os.cpu_count() or 1))
     log.info("starting a local Ray with %d logical CPUs", cpus)
-    ray.init(num_cpus=cpus, include_dashboard=False, logging_level=logging.WARNING)
+    handlers = _current_handlers()
+    ray.init(address=LOCAL, num_cpus=cpus, include_dashboard=False, logging_level=logging.WARNING)
+    _shut_down_on_signals(handlers)
+
+
+def _join(address: str) -> None:
+    """Connect to the cluster at ``address``; a RayUnavailable names it if that fails."""
+    hint = "set RAY_ADDRESS (or --address) to a running cluster, or unset it to start a local Ray"
+    _check_reachable(address, hint)
+    log.info("joining the Ray cluster at %s", address)
+    try:
+        ray.init(address=address, log_to_driver=True)
+    except (ConnectionError, ValueError, RuntimeError) as exc:
+        raise RayUnavailable(f"cannot join the Ray cluster at {address}: {exc}; {hint}") from exc
+
+
+def _host_and_port(address: str) -> tuple[str, int] | None:
+    """Host and port of a ``host:port`` or ``scheme://host:port`` address, else None."""
+    location = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = location.rpartition(":")
+    if not host or not port.isdigit():
+        return None
+    return host.strip("[]"), int(port)
+
+
+def _check_reachable(address: str, hint: str) -> None:
+    """Fail fast when nothing listens at ``address`` (Ray would retry for minutes)."""
+    if address == "auto":
+        return
+    endpoint = _host_and_port(address)
+    if endpoint is None:
+        raise RayUnavailable(f"Ray address {address!r} is not host:port; {hint}")
+    try:
+        socket.create_connection(endpoint, timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise RayUnavailable(f"no Ray cluster answers at {address} ({exc}); {hint}") from None
+
+
+def _current_handlers() -> dict[int, object]:
+    """The Python-level handlers of the shutdown signals, before Ray replaces them."""
+    return {number: signal.getsignal(number) for number in _SHUTDOWN_SIGNALS}
+
+
+def _shut_down_on_signals(before: dict[int, object]) -> None:
+    """Make SIGTERM and SIGHUP a normal exit, so atexit shuts our local Ray down.
+
+    ``ray.init`` sets a Python SIGTERM handler, and then its core worker installs a C-level
+    crash handler over it that prints a stack and aborts, skipping atexit. So we re-arm,
+    from Python, what was there before ``ray.init``: the caller's own handler if it set
+    one, else ours. Only the main thread may set handlers.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for number, handler in before.items():
+        default = handler in (signal.SIG_DFL, None)
+        signal.signal(number, _exit_on_signal if default else handler)
+
+
+def _exit_on_signal(number: int, _frame) -> None:
+    """Raise SystemExit(128 + signal): the shell's convention for a killed command."""
+    signal.signal(number, signal.SIG_DFL)  # a second signal kills at once
+    log.warning("%s received: shutting down Ray", signal.Signals(number).name)
+    sys.exit(128 + number)

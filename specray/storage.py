@@ -25,6 +25,7 @@ from urllib.parse import urlparse
 
 import fsspec
 import pyarrow.fs as pafs
+from botocore.exceptions import EndpointConnectionError, NoCredentialsError, ParamValidationError
 
 from specray.errors import SpecrayError
 
@@ -70,13 +71,55 @@ def _check_scheme(uri: str) -> str:
     return scheme
 
 
+CREDENTIALS_HINT = (
+    "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary "
+    "credentials), or AWS_PROFILE for a profile in ~/.aws/credentials"
+)
+
+_usable_buckets: set[str] = set()
+"""Buckets this process has seen answer (checked once each)."""
+
+
+def _s3fs() -> fsspec.AbstractFileSystem:
+    endpoint = s3_endpoint()
+    return fsspec.filesystem("s3", client_kwargs={"endpoint_url": endpoint} if endpoint else {})
+
+
+def _check_bucket(fs: fsspec.AbstractFileSystem, uri: str) -> None:
+    """Raise StorageError, naming the URI, when its bucket is missing or unreachable.
+
+    Without this, a missing bucket or missing credentials surface later as "no such
+    folder", a botocore traceback, or a failed upload that names no bucket.
+    """
+    bucket = str(uri).removeprefix("s3://").split("/", 1)[0]
+    if bucket in _usable_buckets:
+        return
+    if not bucket:
+        raise StorageError(f"{uri}: no bucket in the URI; use s3://BUCKET/PREFIX")
+    try:
+        fs.call_s3("head_bucket", Bucket=bucket)
+    except FileNotFoundError:
+        raise StorageError(f"{uri}: bucket {bucket!r} does not exist; create it first") from None
+    except PermissionError:
+        pass  # no HeadBucket right; object reads and writes may still be allowed
+    except NoCredentialsError:
+        raise StorageError(f"{uri}: no AWS credentials found; {CREDENTIALS_HINT}") from None
+    except ParamValidationError:
+        raise StorageError(f"{uri}: {bucket!r} is not a valid bucket name") from None
+    except EndpointConnectionError as exc:
+        raise StorageError(f"{uri}: cannot reach S3 ({exc}); check AWS_ENDPOINT_URL") from None
+    _usable_buckets.add(bucket)
+
+
 def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
-    """An fsspec filesystem and the path within it for ``uri``."""
+    """An fsspec filesystem and the path within it for ``uri``.
+
+    For ``s3://`` the bucket is checked once per process (see ``_check_bucket``).
+    """
     scheme = _check_scheme(str(uri))
     if scheme == "s3":
-        endpoint = s3_endpoint()
-        client_kwargs = {"endpoint_url": endpoint} if endpoint else {}
-        fs = fsspec.filesystem("s3", client_kwargs=client_kwargs)
+        fs = _s3fs()
+        _check_bucket(fs, uri)
         return fs, str(uri).removeprefix("s3://")
     path = str(uri).removeprefix("file://")
     return fsspec.filesystem("file"), os.path.abspath(path)
@@ -86,6 +129,7 @@ def arrow_filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     """A native pyarrow filesystem and path for ``uri`` (fast Parquet reads, Ray Data)."""
     scheme = _check_scheme(str(uri))
     if scheme == "s3":
+        _check_bucket(_s3fs(), uri)
         endpoint = s3_endpoint()
         options = {}
         if endpoint:

@@ -154,6 +154,7 @@ from specray.analysis.significance import (
     significance_table,
 )
 from specray.config import AnalysisConfig, Config
+from specray.errors import SpecrayError
 from specray.spectra.grid import Grid
 
 log = logging.getLogger(__name__)
@@ -282,6 +283,8 @@ def select(
             notes.append(f"label {name!r} has no values in the latent table; skipped")
         else:
             usable.append(name)
+    if cfg.labels and not usable:
+        raise NoUsableLabels(_no_labels_message(table, cfg.labels))
     snr = table.columns.get("snr", np.full(len(table), np.nan))
     if cfg.one_per_object and not np.any(np.isfinite(snr)):
         notes.append("no SNR values: one spectrum per object chosen by row order, not SNR")
@@ -330,6 +333,23 @@ def select(
         "per_label": per_label,
     }
     return Selection(rows, labels, info, clipped)
+
+
+class NoUsableLabels(SpecrayError, ValueError):
+    """No requested label has a value in the data (a typo, or labels never joined)."""
+
+
+def _no_labels_message(table: LatentTable, requested: list[str]) -> str:
+    """Why each requested label is unusable, and which labels the data does hold."""
+    problems = [
+        f"{name!r} is not in the data" if name not in table.columns else f"{name!r} has no values"
+        for name in dict.fromkeys(requested)
+    ]
+    held = [name for name, values in table.columns.items() if np.any(np.isfinite(values))]
+    return (
+        f"{table.uri}: no label to analyse: {'; '.join(problems)}. "
+        f"Labels with values: {', '.join(held) or 'none'} (choose with --labels)"
+    )
 
 
 # ------------------------------------------------------------------ the steps

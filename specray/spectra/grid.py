@@ -45,6 +45,16 @@ SPEED_OF_LIGHT_KMS = 299_792.458
 # zeros between the two HARPS CCDs, in Angstrom, with half a pixel of slack each side.
 HARPS_CCD_GAP_A = (5303.635, 5338.045)
 
+MAX_GRID_PIXELS = 2**24
+"""Most native pixels a grid may have (16.8 M; the HARPS grid has 312,501): a typo'd
+step must fail here, not later as an out-of-memory crash."""
+
+GRID_NAMES = "harps, demo or linear:START:STOP:STEP[:R] (Angstrom)"
+
+
+class GridError(SpecrayError, ValueError):
+    """A grid that cannot exist: the message names the grid and what is wrong."""
+
 
 @dataclass(frozen=True)
 class Grid:
@@ -69,10 +79,10 @@ class Grid:
     gaps: tuple[tuple[float, float], ...] = field(default=())
 
     def __post_init__(self) -> None:
-        if self.step <= 0 or self.n_native < 2:
-            raise ValueError(f"grid {self.name!r}: need step > 0 and at least 2 pixels")
+        if not self.step > 0 or self.n_native < 2:
+            raise GridError(f"grid {self.name!r}: need step > 0 and at least 2 pixels")
         if self.pad_multiple < 1 or self.pad_multiple & (self.pad_multiple - 1):
-            raise ValueError(
+            raise GridError(
                 f"grid {self.name!r}: pad_multiple must be a power of two, got {self.pad_multiple}"
             )
 
@@ -140,13 +150,31 @@ def _uniform_grid(
     resolving_power: float | None = None,
     gaps: tuple[tuple[float, float], ...] = (),
 ) -> Grid:
-    if stop <= start:
-        raise ValueError(f"grid {name!r}: stop {stop} must exceed start {start}")
+    _check_axis(name, start, stop, step)
     n_native = int(round((stop - start) / step)) + 1
     if resolving_power is None:
         # Nyquist-ish default: a resolution element of 2.5 pixels at the centre.
         resolving_power = 0.5 * (start + stop) / (2.5 * step)
+    if not (math.isfinite(resolving_power) and resolving_power > 0):
+        raise GridError(f"grid {name!r}: resolving power R must be > 0, got {resolving_power}")
     return Grid(name, start, step, n_native, pad_multiple, resolving_power, gaps)
+
+
+def _check_axis(name: str, start: float, stop: float, step: float) -> None:
+    """Raise GridError unless START < STOP and 0 < STEP (Angstrom) give a sane pixel count."""
+    if not all(math.isfinite(value) for value in (start, stop, step)):
+        raise GridError(f"grid {name!r}: START, STOP and STEP must be finite numbers")
+    if start <= 0:
+        raise GridError(f"grid {name!r}: START must be a wavelength > 0 A, got {start:g}")
+    if stop <= start:
+        raise GridError(f"grid {name!r}: STOP {stop:g} must exceed START {start:g}")
+    if step <= 0:
+        raise GridError(f"grid {name!r}: STEP must be > 0 A, got {step:g}")
+    pixels = (stop - start) / step + 1
+    if pixels > MAX_GRID_PIXELS:
+        raise GridError(
+            f"grid {name!r}: {pixels:.3g} pixels; at most {MAX_GRID_PIXELS:,} (is STEP too small?)"
+        )
 
 
 def named_grid(spec: str, pad_multiple: int | None = None) -> Grid:
@@ -169,14 +197,14 @@ def named_grid(spec: str, pad_multiple: int | None = None) -> Grid:
     if spec.startswith("linear:"):
         parts = spec.split(":")[1:]
         if len(parts) not in (3, 4):
-            raise ValueError(f"grid {spec!r}: expected linear:START:STOP:STEP[:R] in Angstrom")
+            raise GridError(f"grid {spec!r}: expected linear:START:STOP:STEP[:R] in Angstrom")
         try:
             numbers = [float(part) for part in parts]
         except ValueError:
-            raise ValueError(f"grid {spec!r}: START, STOP, STEP (and R) must be numbers") from None
+            raise GridError(f"grid {spec!r}: START, STOP, STEP (and R) must be numbers") from None
         resolving_power = numbers[3] if len(numbers) == 4 else None
         return _uniform_grid(spec, *numbers[:3], pad_multiple or 2**10, resolving_power)
-    raise ValueError(f"unknown grid {spec!r}: use harps, demo or linear:START:STOP:STEP[:R]")
+    raise GridError(f"unknown grid {spec!r}: use {GRID_NAMES}")
 
 
 class DegenerateSpectrum(SpecrayError, ValueError):

@@ -6,7 +6,10 @@ A survey is drawn in three steps, each deterministic for a seed and chunkable by
    rotation, systemic radial velocity, sky position and brightness of each star.
 2. ``draw_epochs``: a heavy-tailed number of observations per star, each with its own
    signal-to-noise ratio, date, barycentric correction, airmass, water column, radial
-   velocity (binaries move) and, rarely, a defect that the ingest must flag.
+   velocity (binaries move) and, rarely, a defect that the ingest must flag. Each
+   observation's id is its star's name (which holds the seed) and its time to the
+   millisecond, as archive names carry a timestamp: surveys or seasons drawn with
+   different seeds never share an id, and the same survey always has the same ids.
 3. ``generate``: the spectra, in ADU on a grid's native pixels, in batches.
 
 Per-star randomness comes from ``numpy.random.SeedSequence(seed, spawn_key=(star, k))``
@@ -67,6 +70,7 @@ import functools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 import numpy as np
 from scipy.signal import oaconvolve
@@ -402,7 +406,7 @@ FOREST_SPECIES: dict[tuple[str, int], float] = {
 class Stars:
     """Per-star ground truth (one entry per star, numpy arrays).
 
-    index: position of the star in the survey; object: name (``SYN-000123``); teff (K);
+    index: position of the star in the survey; object: name (``SYN-s<seed>-000123``, see ``star_name``); teff (K);
     logg (dex, cgs); feh ([Fe/H], dex); vsini (km/s); rv_sys: systemic barycentric radial
     velocity (km/s); ra, dec (deg); vmag (V magnitude); binary_k: velocity semi-amplitude
     (km/s, 0 for single stars); binary_period (d); binary_t0 (MJD of zero phase).
@@ -500,8 +504,17 @@ def draw_stars(n_stars: int, seed: int, star_range: tuple[int, int] | None = Non
     rows = [_draw_star(seed, star) for star in range(start, stop)]
     columns = {key: np.array([row[key] for row in rows], dtype=np.float64) for key in _STAR_KEYS}
     index = np.arange(start, stop, dtype=np.int64)
-    names = np.array([f"SYN-{star:06d}" for star in index], dtype=str)
+    names = np.array([star_name(seed, star) for star in index], dtype=str)
     return Stars(index=index, object=names, **columns)
+
+
+def star_name(seed: int, star: int) -> str:
+    """The object name of a star: ``SYN-s<seed>-<index>``.
+
+    Surveys of different seeds hold different stars, so the seed is part of the name:
+    stars of two surveys ingested into one store never share an object name.
+    """
+    return f"SYN-s{seed}-{star:06d}"
 
 
 _STAR_KEYS = (
@@ -685,14 +698,34 @@ def draw_epochs(stars: Stars, mean_epochs: float, seed: int) -> Epochs:
     return Epochs(**{key: np.concatenate([p[key] for p in parts]) for key in parts[0]})
 
 
+MJD_ZERO = datetime(1858, 11, 17)
+"""The date at which the Modified Julian Date is 0 (UTC)."""
+
+
+def observation_timestamp(mjd: float) -> str:
+    """ISO 8601 time of an MJD (days, UTC), to the millisecond: ``2004-03-12T04:23:11.123``."""
+    moment = MJD_ZERO + timedelta(milliseconds=round(float(mjd) * 86_400_000))
+    return moment.isoformat(timespec="milliseconds")
+
+
+def observation_id(name: str, mjd: float) -> str:
+    """The id (and file name stem) of one observation: star name and time of observation.
+
+    Like the archive's ADP names, which carry a timestamp, ids of different seasons or
+    surveys differ: the star name holds the seed and the date differs between epochs.
+    """
+    return f"{name}.{observation_timestamp(mjd)}"
+
+
 def epoch_labels(stars: Stars, epochs: Epochs) -> dict[str, np.ndarray]:
     """The label columns of ``generate`` for the given epochs (1-D arrays, one per epoch)."""
     at = epochs.star
     names = stars.object[at]
+    ids = [observation_id(name, mjd) for name, mjd in zip(names, epochs.mjd, strict=True)]
+    if len(set(ids)) != len(ids):
+        raise RuntimeError("two epochs of one star fell on the same millisecond")
     return {
-        "id": np.array(
-            [f"{name}-e{k:03d}" for name, k in zip(names, epochs.epoch, strict=True)], dtype=str
-        ),
+        "id": np.array(ids, dtype=str),
         "object": names.astype(str),
         "rv": epochs.rv,
         "teff": stars.teff[at],

@@ -3,9 +3,11 @@
 import numpy as np
 import pytest
 
+from specray.errors import SpecrayError
 from specray.spectra.grid import (
     DegenerateSpectrum,
     Grid,
+    GridError,
     estimate_snr,
     named_grid,
     prepare,
@@ -37,10 +39,30 @@ def test_demo_and_linear_grids():
     assert named_grid("linear:4000:5000:0.5:30000").resolving_power == 30000
 
 
-@pytest.mark.parametrize("spec", ["nope", "linear:1:2", "linear:a:b:c", "linear:5:4:1"])
-def test_bad_grid_names_raise(spec):
-    with pytest.raises(ValueError, match="grid"):
+@pytest.mark.parametrize(
+    ("spec", "problem"),
+    [
+        ("nope", "unknown grid"),
+        ("linear:1:2", "expected linear:START:STOP:STEP"),
+        ("linear:a:b:c", "must be numbers"),
+        ("linear:5:4:1", "STOP 4 must exceed START 5"),
+        ("linear:4000:4000:1", "STOP 4000 must exceed START 4000"),
+        ("linear:4000:7000:0", "STEP must be > 0 A, got 0"),
+        ("linear:4000:7000:-0.5", "STEP must be > 0 A, got -0.5"),
+        ("linear:4000:7000:nan", "must be finite"),
+        ("linear:nan:7000:1", "must be finite"),
+        ("linear:4000:inf:1", "must be finite"),
+        ("linear:-10:7000:1", "START must be a wavelength > 0"),
+        ("linear:4000:7000:1e-9", "3e+12 pixels; at most 16,777,216"),
+        ("linear:4000:7000:1:0", "resolving power R must be > 0"),
+        ("linear:4000:4000.4:1", "at least 2 pixels"),
+    ],
+)
+def test_bad_grid_names_raise_a_grid_error_naming_the_grid(spec, problem):
+    with pytest.raises(GridError) as raised:
         named_grid(spec)
+    assert repr(spec) in str(raised.value) and problem in str(raised.value)
+    assert isinstance(raised.value, SpecrayError)
 
 
 def test_pad_multiple_must_be_power_of_two():

@@ -231,7 +231,15 @@ def test_generate_is_deterministic_and_chunkable() -> None:
     other, other_labels = collect(7, 2.0, DEMO, seed=12)
     assert other.shape != flux.shape or not np.array_equal(other, flux)
     assert not np.array_equal(other_labels["teff"][:1], labels["teff"][:1])
-    assert labels["id"][0] == "SYN-000000-e000" and labels["object"][0] == "SYN-000000"
+    assert labels["object"][0] == "SYN-s11-000000"
+    assert labels["id"][0] == "SYN-s11-000000." + synth.observation_timestamp(labels["mjd_obs"][0])
+    assert not set(labels["id"]) & set(other_labels["id"])  # another seed: other names
+
+
+def test_observation_timestamp_is_the_utc_time_of_the_mjd() -> None:
+    # MJD 51544.5 is 2000-01-01T12:00 (J2000.0); 53000 is 1,456 days later, 2003-12-27.
+    assert synth.observation_timestamp(51544.5) == "2000-01-01T12:00:00.000"
+    assert synth.observation_timestamp(53000.0 + 1.5 / 86400) == "2003-12-27T00:00:01.500"
 
 
 def test_batches_are_bounded() -> None:
@@ -277,6 +285,7 @@ def test_epochs_are_heavy_tailed_with_sane_labels(survey) -> None:
     assert counts.mean() == pytest.approx(5.0, rel=0.3)
     labels = synth.epoch_labels(stars, epochs)
     assert set(labels) == LABEL_KEYS
+    assert len(set(labels["id"])) == len(labels["id"])  # each of ~15,000 ids once
     assert np.abs(labels["berv"]).max() <= 30.0
     assert np.abs(labels["berv"]).max() > 25.0
     assert labels["airmass"].min() >= 1.0 and labels["airmass"].max() <= 2.5

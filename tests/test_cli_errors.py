@@ -1,0 +1,103 @@
+"""Exit code 2 and one line naming the problem, for the mistakes a user makes first.
+
+Each case drives the real CLI; S3 cases use the moto server on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from specray.cli import main
+from tests.analysis.test_pipeline import planted_table
+from tests.conftest import ADP_FIXTURE
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str]:
+    """Exit code and the one line written to stderr."""
+    code = main(["-q", *args])
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return code, err
+
+
+@pytest.fixture
+def raw_folder(tmp_path):
+    folder = tmp_path / "raw"
+    folder.mkdir()
+    shutil.copy(ADP_FIXTURE, folder)
+    return folder
+
+
+def test_missing_aws_credentials_name_the_variables_to_set(s3_bucket, tmp_path):
+    # A fresh process without credentials: fsspec and botocore cache them per process.
+    env = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
+    env.update(
+        AWS_ENDPOINT_URL=os.environ["AWS_ENDPOINT_URL"],
+        AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"),
+        AWS_CONFIG_FILE=str(tmp_path / "none"),
+        AWS_EC2_METADATA_DISABLED="true",
+    )
+    command = [sys.executable, "-m", "specray.cli", "-q", "ingest", f"{s3_bucket}/raw"]
+    done = subprocess.run(
+        [*command, "--out", str(tmp_path / "store")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert f"{s3_bucket}/raw: no AWS credentials found" in line
+    assert "AWS_ACCESS_KEY_ID" in line and "AWS_SECRET_ACCESS_KEY" in line
+
+
+def test_a_missing_bucket_is_named_as_input_and_as_output(s3_endpoint, raw_folder, capsys):
+    store = str(raw_folder.parent / "store")
+    code, err = run_cli(capsys, "ingest", "s3://no-such-bucket-c1/raw", "--out", store)
+    assert code == 2 and "bucket 'no-such-bucket-c1' does not exist" in err
+    code, err = run_cli(capsys, "ingest", str(raw_folder), "--out", "s3://no-such-bucket-c2/s")
+    assert code == 2 and "s3://no-such-bucket-c2/s/" in err
+    assert "bucket 'no-such-bucket-c2' does not exist" in err
+
+
+def test_an_existing_bucket_passes_the_check(s3_bucket):
+    from specray import storage
+
+    storage.atomic_write_text(f"{s3_bucket}/a/b.txt", "x")
+    assert storage.read_text(f"{s3_bucket}/a/b.txt") == "x"
+
+
+@pytest.mark.parametrize(
+    ("grid", "problem"),
+    [
+        ("linear:4000:7000:0", "STEP must be > 0 A, got 0"),
+        ("linear:4000:7000:-0.1", "STEP must be > 0 A, got -0.1"),
+        ("linear:7000:4000:0.1", "STOP 4000 must exceed START 7000"),
+        ("linear:4000:nan:0.1", "START, STOP and STEP must be finite"),
+    ],
+)
+def test_an_impossible_grid_is_refused_before_anything_is_written(
+    raw_folder, capsys, grid, problem
+):
+    store = raw_folder.parent / "store"
+    code, err = run_cli(capsys, "ingest", str(raw_folder), "--out", str(store), "--grid", grid)
+    assert code == 2 and f"grid '{grid}': {problem}" in err
+    assert not store.exists()
+
+
+def test_analyze_with_a_mistyped_label_fails_and_lists_the_labels_there_are(tmp_path, capsys):
+    latents = tmp_path / "latents.parquet"
+    planted_table(latents)
+    out = tmp_path / "analysis"
+    code, err = run_cli(
+        capsys, "analyze", "--latents", str(latents), "--out", str(out), "--labels", "tef"
+    )
+    assert code == 2
+    assert "'tef' is not in the data" in err
+    assert "Labels with values: rv, teff, logg, snr" in err
+    assert not (out / "analysis.json").exists()

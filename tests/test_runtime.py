@@ -1,0 +1,159 @@
+"""Starting Ray: never hijacked by a stale address file, fails fast on a dead cluster, and
+leaves no Ray process behind when the command is killed. Each case is a real process with
+its own Ray temporary folder."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from specray.runtime import CONNECT_TIMEOUT_S
+
+START_LOCAL_RAY = """
+import sys, time, ray
+from specray.runtime import ensure_ray
+ensure_ray(num_cpus=3)
+print(ray.cluster_resources()["CPU"], ray.get(ray.remote(lambda: 42).remote()), flush=True)
+print(ray._private.worker._global_node.get_session_dir_path(), flush=True)
+if sys.argv[1] == "wait":
+    time.sleep(300)
+"""
+
+
+@pytest.fixture
+def ray_tmpdir():
+    """A short, private RAY_TMPDIR (Ray's socket paths must stay under 107 bytes)."""
+    folder = Path(tempfile.mkdtemp(prefix="rt-", dir="/tmp"))
+    yield folder
+    subprocess.run(["rm", "-rf", str(folder)], check=False)
+
+
+def dead_address() -> str:
+    """host:port on which nothing listens."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"127.0.0.1:{port}"
+
+
+def environment(ray_tmpdir: Path, **extra: str) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
+    return {**env, "RAY_TMPDIR": str(ray_tmpdir), **extra}
+
+
+def start(ray_tmpdir: Path, mode: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", START_LOCAL_RAY, mode],
+        env=environment(ray_tmpdir),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_a_stale_address_file_does_not_stop_a_local_start(ray_tmpdir):
+    # What a killed `ray start --head` leaves: Ray's address file naming a dead head.
+    # A plain ray.init(num_cpus=...) reads it and fails ("num_cpus ... must not be
+    # provided"); ensure_ray must start its own Ray.
+    (ray_tmpdir / "ray").mkdir()
+    (ray_tmpdir / "ray" / "ray_current_cluster").write_text(dead_address())
+    child = start(ray_tmpdir, "exit")
+    out, err = child.communicate(timeout=240)
+    assert child.returncode == 0, err[-3000:]
+    cpus, answer = out.splitlines()[0].split()
+    assert (float(cpus), answer) == (3.0, "42")  # a Ray of our own, with our CPU count
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """Live processes whose command line contains ``text``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if text in command:
+            found.append(int(entry.name))
+    return found
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below ``pid`` (Ray's workers show only ``ray::IDLE``)."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier}
+        found |= frontier
+    return found
+
+
+def alive(pids: set[int]) -> set[int]:
+    survivors = set()
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            survivors.add(pid)
+    return survivors
+
+
+@pytest.mark.parametrize(
+    ("kill_with", "exit_status"), [(signal.SIGTERM, 128 + signal.SIGTERM), (signal.SIGINT, None)]
+)
+def test_a_killed_command_leaves_no_ray_process_behind(ray_tmpdir, kill_with, exit_status):
+    child = start(ray_tmpdir, "wait")
+    child.stdout.readline()  # Ray answered a task
+    session = child.stdout.readline().strip()
+    assert session.startswith(str(ray_tmpdir)), child.stderr.read()[-3000:]
+    ours = set(processes_mentioning(session)) | descendants(child.pid)
+    assert len(processes_mentioning(session)) >= 2  # at least gcs_server and raylet
+    child.send_signal(kill_with)
+    child.wait(timeout=120)
+    err = child.stderr.read()
+    if exit_status is not None:
+        assert child.returncode == exit_status, err[-3000:]  # a clean exit, not an abort
+    else:  # Ctrl-C: KeyboardInterrupt unwinds; a failure exit, but not a crash
+        assert "KeyboardInterrupt" in err and child.returncode not in (0, -signal.SIGABRT)
+    deadline = time.monotonic() + 30
+    while alive(ours) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not alive(ours), [Path(f"/proc/{p}/cmdline").read_bytes()[:80] for p in alive(ours)]
+    assert not processes_mentioning(session)
+
+
+@pytest.mark.parametrize("how", ["RAY_ADDRESS", "--address"])
+def test_joining_a_dead_cluster_fails_fast_naming_the_address(ray_tmpdir, how):
+    address = dead_address()
+    extra = {"RAY_ADDRESS": address} if how == "RAY_ADDRESS" else {}
+    option = ["--address", address] if how == "--address" else []
+    command = [sys.executable, "-m", "specray.cli", "-q", *option, "synth"]
+    command += ["--out", str(ray_tmpdir / "raw"), "--stars", "1", "--format", "fits"]
+    began = time.monotonic()
+    done = subprocess.run(
+        command, env=environment(ray_tmpdir, **extra), capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 2, done.stderr[-3000:]
+    (line,) = done.stderr.strip().splitlines()
+    assert f"no Ray cluster answers at {address}" in line and "RAY_ADDRESS" in line
+    assert time.monotonic() - began < 60 + CONNECT_TIMEOUT_S  # Ray alone retries for minutes
+    assert not (ray_tmpdir / "raw").exists()
