@@ -198,6 +198,19 @@ def atomic_write_bytes(uri: str, data: bytes) -> None:
         handle.write(data)
 
 
+def write_if_changed(uri: str, data: bytes) -> bool:
+    """Write ``data`` atomically unless ``uri`` already holds exactly these bytes.
+
+    Keeps an unchanged file's modification time (or ETag), so a re-run of a deterministic
+    writer (the synthetic survey) does not make its files look changed to ingest.
+    Returns True if it wrote."""
+    fs, path = filesystem(uri)
+    if fs.exists(path) and fs.size(path) == len(data) and fs.cat_file(path) == data:
+        return False
+    atomic_write_bytes(uri, data)
+    return True
+
+
 def atomic_write_text(uri: str, text: str) -> None:
     atomic_write_bytes(uri, text.encode("utf-8"))
 

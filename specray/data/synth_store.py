@@ -66,9 +66,7 @@ def _fits_range(batch: dict, out, n_stars, mean_epochs, grid: Grid, seed) -> pa.
                 values = {key: column[i] for key, column in chunk.labels.items()}
                 buffer = io.BytesIO()
                 write_adp(buffer, grid.native_wavelength, chunk.flux[i], values)
-                storage.atomic_write_bytes(
-                    storage.join(out, f"{identifier}.fits"), buffer.getvalue()
-                )
+                storage.write_if_changed(storage.join(out, f"{identifier}.fits"), buffer.getvalue())
                 records.append({name: values.get(name, np.nan) for name in TABLE_COLUMNS})  # noqa: E501
     return pa.Table.from_pylist(records)
 

@@ -75,6 +75,9 @@ def test_the_same_synth_command_writes_the_same_files(tmp_path):
     assert names == sorted(path.name for path in second.iterdir())
     for name in names:
         assert (first / name).read_bytes() == (second / name).read_bytes(), name
+    modified = {name: (first / name).stat().st_mtime_ns for name in names}
     _synth_fits(first, 3)  # again into the same folder: nothing added, nothing changed
     assert sorted(path.name for path in first.iterdir()) == names
+    fits = [name for name in names if name.endswith(".fits")]
+    assert {n: (first / n).stat().st_mtime_ns for n in fits} == {n: modified[n] for n in fits}
     assert all((first / n).read_bytes() == (second / n).read_bytes() for n in names)
