@@ -2,7 +2,8 @@
 
 Layout of ``<store>``::
 
-    store.json          grid, extra label columns, schema version (written once)
+    store.json          grid, extra label columns, format_version (the shards' encoding,
+                        specray.schema; 1 if absent; changed only by `specray migrate`)
     shards/*.parquet    the spectra (columns in specray.schema)
     manifest.jsonl      one line per input: source URI, size, version (mtime or ETag),
                         id, status ("ingested" with its shard, or "quarantined")
@@ -60,10 +61,12 @@ class Store:
     manifest: list[dict] = field(default_factory=list)
     quarantine: list[dict] = field(default_factory=list)
     lock: Lock | None = None
+    format_version: int = schema.FORMAT_VERSION
 
     @property
     def schema(self) -> pa.Schema:
-        return schema.store_schema(self.grid, self.extra_labels)
+        """The schema new shards of this store are written in (its format version)."""
+        return schema.store_schema(self.grid, self.extra_labels, self.format_version)
 
     def path(self, *parts: str) -> str:
         return storage.join(self.uri, *parts)
@@ -89,8 +92,9 @@ class Store:
         """File names of the committed shards."""
         return {entry["shard"] for entry in self.manifest if entry.get("status") == "ingested"}
 
-    def remove_orphan_shards(self) -> list[str]:
-        """Delete shards that no manifest entry lists (left by a run that died).
+    def remove_orphan_shards(self, keep: set[str] = frozenset()) -> list[str]:
+        """Delete shards that no manifest entry lists (left by a run that died), except the
+        file names in ``keep`` (work a resumed run reuses).
 
         Only safe while holding the store's write lock (:func:`writing_store`): another
         writer's shards are orphans until it commits. Shards are matched by file name, so
@@ -99,7 +103,7 @@ class Store:
         fs, path = storage.filesystem(self.path(SHARDS_DIR))
         if not fs.exists(path):
             return []
-        committed = self.shard_names()
+        committed = self.shard_names() | set(keep)
         orphans = [
             storage.to_uri(fs, name)
             for name in fs.ls(path, detail=False)
@@ -137,11 +141,31 @@ def open_store(uri: str) -> Store:
         extra_labels=tuple(descriptor.get("extra_labels", ())),
         manifest=storage.read_jsonl(storage.join(uri, MANIFEST_FILE)),
         quarantine=storage.read_jsonl(storage.join(uri, QUARANTINE_FILE)),
+        format_version=schema.check_format(descriptor.get("format_version", 1), descriptor_uri),
     )
 
 
-def open_or_create_store(uri: str, grid: Grid, extra_labels: tuple[str, ...] = ()) -> Store:
-    """Open the store at ``uri``, or create it for ``grid``; the grid must match."""
+def write_descriptor(store: Store) -> None:
+    """Write ``store.json`` (grid, extra labels, format version) atomically."""
+    uri = store.path(STORE_FILE)
+    descriptor = json.loads(storage.read_text(uri)) if storage.exists(uri) else {"created": now()}
+    descriptor.pop("schema_version", None)  # format 1 stores' name for the same thing
+    descriptor.update(
+        format_version=store.format_version,
+        grid=json.loads(store.grid.to_json()),
+        extra_labels=list(store.extra_labels),
+    )
+    storage.atomic_write_text(uri, json.dumps(descriptor, indent=2))
+
+
+def open_or_create_store(
+    uri: str,
+    grid: Grid,
+    extra_labels: tuple[str, ...] = (),
+    format_version: int = schema.FORMAT_VERSION,
+) -> Store:
+    """Open the store at ``uri``, or create it for ``grid`` in ``format_version`` (an
+    existing store keeps its own format); the grid must match."""
     uri = storage.normalize(uri)
     if storage.exists(storage.join(uri, STORE_FILE)):
         store = open_store(uri)
@@ -158,14 +182,14 @@ def open_or_create_store(uri: str, grid: Grid, extra_labels: tuple[str, ...] = (
                 "use a new store to add label columns"
             )
         return store
-    descriptor = {
-        "schema_version": schema.SCHEMA_VERSION,
-        "grid": json.loads(grid.to_json()),
-        "extra_labels": list(extra_labels),
-        "created": now(),
-    }
-    storage.atomic_write_text(storage.join(uri, STORE_FILE), json.dumps(descriptor, indent=2))
-    return Store(uri=uri, grid=grid, extra_labels=tuple(extra_labels))
+    store = Store(
+        uri=uri,
+        grid=grid,
+        extra_labels=tuple(extra_labels),
+        format_version=schema.check_format(format_version, uri),
+    )
+    write_descriptor(store)
+    return store
 
 
 @contextmanager
