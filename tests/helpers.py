@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pyarrow.parquet as pq
 
+from specray import schema, storage
 from specray.data.shards import add_native_spectra
-from specray.data.store import open_or_create_store
+from specray.data.store import open_or_create_store, open_store
 from specray.schema import FORMAT_VERSION
 from specray.spectra.grid import SPEED_OF_LIGHT_KMS, named_grid
 
@@ -51,3 +53,18 @@ def write_toy_store(
     ids = [f"{obj}-e{i % epochs}" for i, obj in enumerate(objects)]
     add_native_spectra(store, ids, objects, flux, {"rv": rv, "teff": teff}, "toy", shards)
     return {"id": ids, "object": objects, "rv": rv, "teff": teff}
+
+
+def plain_rows(uri: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """id -> (flux float16, mask uint8) of every committed row, read with pyarrow alone."""
+    store = open_store(uri)
+    rows = {}
+    for shard in store.shard_uris():
+        fs, path = storage.arrow_filesystem(shard)
+        table = pq.read_table(path, filesystem=fs)
+        flux = schema.decode_flux(table["flux"])
+        mask = schema.decode_mask(table["mask"], store.grid.length)
+        for k, spectrum_id in enumerate(table["id"].to_pylist()):
+            assert spectrum_id not in rows, f"{spectrum_id} is stored twice"
+            rows[spectrum_id] = (flux[k], mask[k])
+    return rows

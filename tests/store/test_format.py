@@ -15,24 +15,9 @@ from specray import schema, storage
 from specray.data.reader import read_store, training_datasets
 from specray.data.store import STORE_FILE, open_or_create_store, open_store
 from specray.spectra.grid import named_grid
-from tests.helpers import TOY_GRID, write_toy_store
+from tests.helpers import TOY_GRID, plain_rows, write_toy_store
 
 pytestmark = pytest.mark.usefixtures("ray_session")
-
-
-def plain_rows(uri: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """id -> (flux float16, mask uint8) of every committed row, read with pyarrow alone."""
-    store = open_store(uri)
-    rows = {}
-    for shard in store.shard_uris():
-        fs, path = storage.arrow_filesystem(shard)
-        table = pq.read_table(path, filesystem=fs)
-        flux = schema.decode_flux(table["flux"])
-        mask = schema.decode_mask(table["mask"], store.grid.length)
-        for k, spectrum_id in enumerate(table["id"].to_pylist()):
-            assert spectrum_id not in rows, f"{spectrum_id} is stored twice"
-            rows[spectrum_id] = (flux[k], mask[k])
-    return rows
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,7 @@ from specray.data.migrate import migrate
 from specray.data.shards import add_native_spectra
 from specray.data.store import SHARDS_DIR, open_or_create_store, open_store
 from specray.spectra.grid import named_grid
-from tests.helpers import write_toy_store
-from tests.store.test_format import plain_rows
+from tests.helpers import plain_rows, write_toy_store
 
 
 def shard_files(uri: str) -> set[str]:
