@@ -202,8 +202,10 @@ def plain_read(store, columns: list[str]) -> dict[str, np.ndarray]:
         table = pq.read_table(path, columns=columns, filesystem=fs)
         for name in columns:
             column = table[name]
-            if name in ("flux", "mask"):
-                parts[name].append(schema.tensor_column_to_numpy(column))
+            if name == "flux":
+                parts[name].append(schema.decode_flux(column))
+            elif name == "mask":
+                parts[name].append(schema.decode_mask(column, store.grid.length))
             else:
                 parts[name].append(column.to_numpy(zero_copy_only=False))
     return {name: np.concatenate(arrays) for name, arrays in parts.items()}

@@ -3,7 +3,7 @@ a plain single-process pyarrow read of the same shards.
 
 Ray path: ``specray.data.reader.read_store(store, ["flux", "mask"])
 .iter_torch_batches(batch_size=32)``. Baseline, same run, same shards: ``pq.read_table``
-per shard + ``specray.schema.tensor_column_to_numpy``, then ``torch.from_numpy`` on
+per shard + ``specray.schema.decode_flux``/``decode_mask``, then ``torch.from_numpy`` on
 32-row slices. Stores: one built by ingesting copies of the two real HARPS files at the
 ``harps`` grid (327,680 pixels), and a synthetic store on the ``demo`` grid (16,384
 pixels). The first Ray pass (read tasks starting) is reported separately; then Ray and
@@ -139,7 +139,7 @@ def main() -> None:
         {
             "benchmark": "stream",
             "ratio": harps["ratio"],
-            "baseline": "single-process pq.read_table per shard + tensor_column_to_numpy + "
+            "baseline": "single-process pq.read_table per shard + decode_flux/decode_mask + "
             "torch.from_numpy per 32 rows, same shards, same run",
             "batch_size": BATCH,
             "columns": COLUMNS,

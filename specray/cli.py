@@ -36,6 +36,14 @@ def _ingest(args: argparse.Namespace) -> int:
     return 0
 
 
+def _migrate(args: argparse.Namespace) -> int:
+    from specray.data.migrate import migrate
+
+    report = migrate(args.store, wait_s=float("inf") if args.wait is None else args.wait)
+    print(report.summary())
+    return 0
+
+
 def _synth(args: argparse.Namespace) -> int:
     from specray.data.synth_store import synthesize
 
@@ -226,6 +234,21 @@ def _add_ingest(commands) -> None:
     parser.set_defaults(handler=_ingest)
 
 
+def _add_migrate(commands) -> None:
+    parser = commands.add_parser(
+        "migrate", help="rewrite a store in the current store format (resumable)"
+    )
+    parser.add_argument("store", help="store folder or s3:// prefix")
+    parser.add_argument(
+        "--wait",
+        type=float,
+        metavar="SECONDS",
+        help="how long to wait while another writer holds the store "
+        "(default: until it finishes; 0 = refuse at once)",
+    )
+    parser.set_defaults(handler=_migrate)
+
+
 def _add_synth(commands) -> None:
     parser = commands.add_parser("synth", help="generate the synthetic survey (ground truth)")
     parser.add_argument("--out", required=True, help="folder or s3:// prefix")
@@ -246,6 +269,7 @@ COMMANDS: list[Callable] = [
     _add_demo,
     _add_synth,
     _add_ingest,
+    _add_migrate,
     _add_train,
     _add_tune,
     _add_analyze,

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pyarrow.parquet as pq
 
+from specray import schema, storage
 from specray.data.shards import add_native_spectra
-from specray.data.store import open_or_create_store
+from specray.data.store import open_or_create_store, open_store
+from specray.schema import FORMAT_VERSION
 from specray.spectra.grid import SPEED_OF_LIGHT_KMS, named_grid
 
 TOY_GRID = "linear:5000:5102.3:0.1"  # 1,024 pixels
@@ -30,11 +33,19 @@ def toy_spectra(rv: np.ndarray, teff: np.ndarray, grid) -> np.ndarray:
     return flux
 
 
-def write_toy_store(uri: str, n_objects: int = 60, epochs: int = 3, seed: int = 0, shards: int = 2):
-    """A store of n_objects x epochs toy spectra, with rv/teff labels; returns the labels."""
+def write_toy_store(
+    uri: str,
+    n_objects: int = 60,
+    epochs: int = 3,
+    seed: int = 0,
+    shards: int = 2,
+    format_version: int = FORMAT_VERSION,
+):
+    """A store of n_objects x epochs toy spectra, with rv/teff labels, in store format
+    ``format_version``; returns the labels."""
     rng = np.random.default_rng(seed)
     grid = named_grid(TOY_GRID)
-    store = open_or_create_store(uri, grid)
+    store = open_or_create_store(uri, grid, format_version=format_version)
     objects = np.repeat([f"TOY-{i:04d}" for i in range(n_objects)], epochs)
     rv = np.repeat(rng.uniform(-150, 150, n_objects), epochs)
     teff = np.repeat(rng.uniform(3500, 7000, n_objects), epochs)
@@ -60,3 +71,18 @@ def write_linear_fits(path, grid, flux: np.ndarray, obj: str) -> None:
         ]
     )
     fits.PrimaryHDU(data=np.asarray(flux, np.float32), header=header).writeto(path)
+
+
+def plain_rows(uri: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """id -> (flux float16, mask uint8) of every committed row, read with pyarrow alone."""
+    store = open_store(uri)
+    rows = {}
+    for shard in store.shard_uris():
+        fs, path = storage.arrow_filesystem(shard)
+        table = pq.read_table(path, filesystem=fs)
+        flux = schema.decode_flux(table["flux"])
+        mask = schema.decode_mask(table["mask"], store.grid.length)
+        for k, spectrum_id in enumerate(table["id"].to_pylist()):
+            assert spectrum_id not in rows, f"{spectrum_id} is stored twice"
+            rows[spectrum_id] = (flux[k], mask[k])
+    return rows

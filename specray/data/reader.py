@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
 
-from specray import storage
+from specray import schema, storage
 from specray.data.store import Store, StoreError, open_store
 
 TRAIN_COLUMNS = ["flux", "mask", "object"]
@@ -65,14 +65,28 @@ def data_fingerprint(store: Store) -> str:
 
 
 def read_store(store: Store, columns: list[str], shuffle: bool = False) -> ray.data.Dataset:
-    """The store's committed shards as a Ray Dataset of ``columns``."""
+    """The store's committed shards as a Ray Dataset of ``columns``.
+
+    ``flux`` and ``mask`` arrive as (n, L) float16 / uint8 tensor columns whatever the
+    store's format (:func:`specray.schema.as_tensor_columns`), so no later stage needs to
+    know it.
+    """
     shards = store.shard_uris()
     if not shards:
         raise StoreError(f"{store.uri}: the store is empty; ingest some spectra first")
     fs, _ = storage.arrow_filesystem(shards[0])
     paths = [storage.arrow_filesystem(uri)[1] for uri in shards]
     dataset = ray.data.read_parquet(paths, filesystem=fs, shuffle="files" if shuffle else None)
-    return dataset.select_columns(columns)
+    dataset = dataset.select_columns(columns)
+    if {"flux", "mask"} & set(columns):
+        dataset = dataset.map_batches(
+            schema.as_tensor_columns,
+            batch_format="pyarrow",
+            batch_size=None,
+            zero_copy_batch=True,
+            fn_kwargs={"length": store.grid.length},
+        )
+    return dataset
 
 
 def _add_weights(batch: pa.Table, weights: dict[str, float], balance: bool) -> pa.Table:

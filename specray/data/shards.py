@@ -128,13 +128,30 @@ class ShardSink(Datasink):
             self.result.shards += part.shards
 
 
+SPECTRUM_COLUMNS = ("flux", "mask")
+
+
+def parquet_options(store_schema: pa.Schema) -> dict:
+    """Writer options of a shard in the store's format: zstd everywhere; in format 2 the
+    spectrum columns go without dictionary (each value is unique) and without statistics
+    (min/max of a 655 kB value is useless), which is what makes them decode at memory speed
+    (benchmarks/encodings.py)."""
+    if schema.shard_format(store_schema) == 1:
+        return {"compression": "zstd"}
+    scalar = [name for name in store_schema.names if name not in SPECTRUM_COLUMNS]
+    return {"compression": "zstd", "use_dictionary": scalar, "write_statistics": scalar}
+
+
 def write_shard(store_uri: str, rows: pa.Table, store_schema: pa.Schema, name: str) -> int:
     """Write ``rows`` as ``<store>/shards/<name>`` atomically; return its size in bytes."""
     rows = rows.cast(store_schema)
     bytes_per_row = max(1, rows.nbytes // max(1, rows.num_rows))
     buffer = io.BytesIO()
     pq.write_table(
-        rows, buffer, row_group_size=max(1, ROW_GROUP_BYTES // bytes_per_row), compression="zstd"
+        rows,
+        buffer,
+        row_group_size=max(1, ROW_GROUP_BYTES // bytes_per_row),
+        **parquet_options(store_schema),
     )
     storage.atomic_write_bytes(storage.join(store_uri, SHARDS_DIR, name), buffer.getvalue())
     return buffer.tell()

@@ -2,8 +2,9 @@
 
 Layout of ``<store>``::
 
-    store.json          grid, extra label columns, schema version, preprocessing settings
-                        (written once)
+    store.json          grid, extra label columns, format_version (the shards' encoding,
+                        specray.schema; 1 if absent; changed only by `specray migrate`),
+                        preprocessing settings
     shards/*.parquet    the spectra (columns in specray.schema)
     manifest.jsonl      one line per input: source URI, size, version (mtime or ETag),
                         id, status ("ingested" with its shard, or "quarantined")
@@ -63,10 +64,12 @@ class Store:
     lock: Lock | None = None
     preprocessing: dict | None = None
     """How spectra were prepared (specray.data.ingest.Preprocessing.record); None if unrecorded."""
+    format_version: int = schema.FORMAT_VERSION
 
     @property
     def schema(self) -> pa.Schema:
-        return schema.store_schema(self.grid, self.extra_labels)
+        """The schema new shards of this store are written in (its format version)."""
+        return schema.store_schema(self.grid, self.extra_labels, self.format_version)
 
     def path(self, *parts: str) -> str:
         return storage.join(self.uri, *parts)
@@ -92,8 +95,9 @@ class Store:
         """File names of the committed shards."""
         return {entry["shard"] for entry in self.manifest if entry.get("status") == "ingested"}
 
-    def remove_orphan_shards(self) -> list[str]:
-        """Delete shards that no manifest entry lists (left by a run that died).
+    def remove_orphan_shards(self, keep: set[str] = frozenset()) -> list[str]:
+        """Delete shards that no manifest entry lists (left by a run that died), except the
+        file names in ``keep`` (work a resumed run reuses).
 
         Only safe while holding the store's write lock (:func:`writing_store`): another
         writer's shards are orphans until it commits. Shards are matched by file name, so
@@ -102,7 +106,7 @@ class Store:
         fs, path = storage.filesystem(self.path(SHARDS_DIR))
         if not fs.exists(path):
             return []
-        committed = self.shard_names()
+        committed = self.shard_names() | set(keep)
         orphans = [
             storage.to_uri(fs, name)
             for name in fs.ls(path, detail=False)
@@ -141,13 +145,34 @@ def open_store(uri: str) -> Store:
         manifest=storage.read_jsonl(storage.join(uri, MANIFEST_FILE)),
         quarantine=storage.read_jsonl(storage.join(uri, QUARANTINE_FILE)),
         preprocessing=descriptor.get("preprocessing"),
+        format_version=schema.check_format(descriptor.get("format_version", 1), descriptor_uri),
     )
 
 
+def write_descriptor(store: Store) -> None:
+    """Write ``store.json`` (grid, extra labels, format version, preprocessing) atomically."""
+    uri = store.path(STORE_FILE)
+    descriptor = json.loads(storage.read_text(uri)) if storage.exists(uri) else {"created": now()}
+    descriptor.pop("schema_version", None)  # format 1 stores' name for the same thing
+    descriptor.update(
+        format_version=store.format_version,
+        grid=json.loads(store.grid.to_json()),
+        extra_labels=list(store.extra_labels),
+    )
+    if store.preprocessing is not None:
+        descriptor["preprocessing"] = store.preprocessing
+    storage.atomic_write_text(uri, json.dumps(descriptor, indent=2))
+
+
 def open_or_create_store(
-    uri: str, grid: Grid, extra_labels: tuple[str, ...] = (), preprocessing: dict | None = None
+    uri: str,
+    grid: Grid,
+    extra_labels: tuple[str, ...] = (),
+    preprocessing: dict | None = None,
+    format_version: int = schema.FORMAT_VERSION,
 ) -> Store:
-    """Open the store at ``uri``, or create it for ``grid``; the grid must match.
+    """Open the store at ``uri``, or create it for ``grid`` in ``format_version`` (an
+    existing store keeps its own format); the grid must match.
 
     ``preprocessing`` (JSON-able settings) is recorded in a new store; an existing store
     that recorded other settings is an error, since its spectra would mix two rules.
@@ -169,16 +194,15 @@ def open_or_create_store(
             )
         _check_preprocessing(store, preprocessing)
         return store
-    descriptor = {
-        "schema_version": schema.SCHEMA_VERSION,
-        "grid": json.loads(grid.to_json()),
-        "extra_labels": list(extra_labels),
-        "created": now(),
-    }
-    if preprocessing is not None:
-        descriptor["preprocessing"] = preprocessing
-    storage.atomic_write_text(storage.join(uri, STORE_FILE), json.dumps(descriptor, indent=2))
-    return Store(uri=uri, grid=grid, extra_labels=tuple(extra_labels), preprocessing=preprocessing)
+    store = Store(
+        uri=uri,
+        grid=grid,
+        extra_labels=tuple(extra_labels),
+        preprocessing=preprocessing,
+        format_version=schema.check_format(format_version, uri),
+    )
+    write_descriptor(store)
+    return store
 
 
 def _check_preprocessing(store: Store, preprocessing: dict | None) -> None:

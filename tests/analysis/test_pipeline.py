@@ -233,7 +233,7 @@ def test_end_to_end_from_a_trained_checkpoint(trained, tmp_path):
     ids = table["id"].to_pylist()
     model, _ = load_trained_model(run)
     with torch.no_grad():
-        flux = schema.tensor_column_to_numpy(shard["flux"][:4]).astype(np.float32)
+        flux = schema.decode_flux(shard["flux"][:4]).astype(np.float32)
         expected, _ = model.encode(torch.from_numpy(flux).unsqueeze(1))
     for k, spectrum_id in enumerate(shard["id"][:4].to_pylist()):
         row = ids.index(spectrum_id)

@@ -29,8 +29,8 @@ def test_fits_route_and_parquet_route_give_the_same_store(tmp_path, capsys):
     _, b = read_store(str(ingested))
     assert a["id"].to_pylist() == b["id"].to_pylist()
     assert set(a["id"].to_pylist()) == {row["id"] for row in rows} - defective
-    flux_a = schema.tensor_column_to_numpy(a["flux"]).astype(np.float32)
-    flux_b = schema.tensor_column_to_numpy(b["flux"]).astype(np.float32)
+    flux_a = schema.decode_flux(a["flux"]).astype(np.float32)
+    flux_b = schema.decode_flux(b["flux"]).astype(np.float32)
     np.testing.assert_allclose(flux_a, flux_b, atol=2e-3)  # float16 steps near 1
     for column in ("rv", "teff", "logg", "feh", "vsini", "berv", "snr"):
         np.testing.assert_allclose(a[column].to_numpy(), b[column].to_numpy(), rtol=1e-6)
