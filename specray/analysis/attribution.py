@@ -273,7 +273,8 @@ def _gather(observed, null_jobs, null_out, half_jobs, half_out, permutations, le
         finite = half[np.isfinite(half)]
         ci = recentred_interval(value, finite, level) if finite.size >= 2 else (np.nan, np.nan)
         p = float(pvalue_from_exceedances(exceed[name], permutations))
-        out[name] = {"value": float(value), "p_value": p, "ci": [float(ci[0]), float(ci[1])]}
+        out[name] = {"value": float(value), "p_value": p, "ci": [float(ci[0]), float(ci[1])],
+                     "at_floor": exceed[name] == 0}  # fmt: skip
     return out
 
 
@@ -457,6 +458,7 @@ def _label_entry(name, live, results, node_info, s) -> dict:
                 "mi": mi["value"],
                 "mi_ci": mi["ci"],
                 "mi_p_adjusted": mi["p_adjusted"],
+                "mi_at_floor": mi["at_floor"],
                 "mi_significant": mi["significant"],
                 "cmi": cmi["value"],
                 "cmi_ci": cmi["ci"],
@@ -518,6 +520,7 @@ def _named(entry: dict) -> dict | None:
         "mi": row["mi"],
         "ci": row["mi_ci"],
         "p_adjusted": row["mi_p_adjusted"],
+        "at_floor": row["mi_at_floor"],
         "cmi": row["cmi"],
         "cmi_ci": row["cmi_ci"],
         "cmi_p_adjusted": row["cmi_p_adjusted"],
