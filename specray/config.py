@@ -91,8 +91,9 @@ class AnalysisConfig:
     number of tests (B >= m/alpha - 1 for BH), at least 999; a number is used as given
     (0 means "auto" too, as before)."""
     placeholders: list[float] | None = None
-    """Label values that mean "missing" (None: 9999, -9999, 999, -999, 99999, -99999, -99;
-    specray.analysis.selection.PLACEHOLDERS)."""
+    """Label values that mean "missing" (None: the rule ingest applies too, all-nines values
+    such as 99, -99.9, 9999 lying over 10 robust sigmas from the column's other values;
+    see specray.placeholders)."""
     estimator: str = "ksg"
     fdr: str = "bh"
     alpha: float = 0.05

@@ -140,7 +140,6 @@ from specray.analysis.mi import (
     max_histogram_bins,
 )
 from specray.analysis.selection import (
-    PLACEHOLDERS,
     best_per_object,
     missing_as_nan,
     select_for_analysis,
@@ -266,7 +265,12 @@ def select(
 
     Labels in ``no_clip`` (discrete and categorical ones) are not sigma-clipped."""
     usable, placeholders = [], {}
-    marks = PLACEHOLDERS if cfg.placeholders is None else tuple(cfg.placeholders)
+    marks = None if cfg.placeholders is None else tuple(cfg.placeholders)
+    rule = (
+        "all nines, far from the other values"
+        if marks is None
+        else ", ".join(f"{v:g}" for v in marks)
+    )
     for name in dict.fromkeys(cfg.labels):
         values = table.columns.get(name)
         if values is not None:
@@ -275,7 +279,7 @@ def select(
             if placeholders[name]:
                 notes.append(
                     f"label {name!r}: {placeholders[name]} placeholder value(s) "
-                    f"({', '.join(f'{v:g}' for v in marks)}) treated as missing"
+                    f"({rule}) treated as missing"
                 )
         if values is None:
             notes.append(f"label {name!r} is not in the latent table; skipped")

@@ -4,8 +4,8 @@ The paper: drop rows with a missing label, 5-sigma clip each label, analyse one 
 per object. Order used here, and why:
 
 1. drop rows with a missing value in any requested label: NaN, inf, or a catalogue
-   placeholder (:data:`PLACEHOLDERS`: 9999, -99 and the like, see
-   :func:`missing_as_nan`);
+   placeholder (all-nines values far from the column's other values, the rule of
+   :mod:`specray.placeholders` that ingest applies too; see :func:`missing_as_nan`);
 2. keep one spectrum per object: the highest-SNR one among the rows left (so an object
    whose best spectrum lacks a per-spectrum label such as airmass is not lost), or a
    random one (``rng=``), see :func:`resample_by_object`;
@@ -30,11 +30,9 @@ import numpy as np
 from astropy.stats import mad_std, sigma_clip
 from numpy.typing import ArrayLike, NDArray
 
-IntArray = NDArray[np.intp]
+from specray.placeholders import placeholders as shared_placeholders
 
-PLACEHOLDERS = (9999.0, -9999.0, 999.0, -999.0, 99999.0, -99999.0, -99.0)
-"""Values catalogues write for "no value" (compared to a relative 1e-6, so float32
-copies match). +99 is not listed: it is a plausible radial velocity in km/s."""
+IntArray = NDArray[np.intp]
 
 
 def _column(table: Mapping[str, ArrayLike], name: str, n: int | None, what: str) -> np.ndarray:
@@ -83,10 +81,16 @@ def resample_by_object(
 
 
 def placeholder_mask(
-    values: ArrayLike, placeholders: Sequence[float] = PLACEHOLDERS
+    values: ArrayLike, placeholders: Sequence[float] | None = None
 ) -> NDArray[np.bool_]:
-    """True where ``values`` equals one of ``placeholders`` (to a relative 1e-6)."""
+    """True where ``values`` is a catalogue placeholder.
+
+    ``placeholders`` None: the shared rule (:func:`specray.placeholders.placeholders`:
+    all nines and far from the other values); a list: exactly those values (to a relative
+    1e-6, so float32 copies match), as set by ``analysis.placeholders``."""
     arr = np.asarray(values, dtype=np.float64)
+    if placeholders is None:
+        return shared_placeholders(arr.ravel()).reshape(arr.shape)
     out = np.zeros(arr.shape, dtype=bool)
     for value in placeholders:
         out |= np.isclose(arr, value, rtol=1e-6, atol=0.0)
@@ -94,7 +98,7 @@ def placeholder_mask(
 
 
 def missing_as_nan(
-    values: ArrayLike, placeholders: Sequence[float] = PLACEHOLDERS
+    values: ArrayLike, placeholders: Sequence[float] | None = None
 ) -> tuple[NDArray[np.float64], int]:
     """A float copy of ``values`` with placeholders and infinities set to NaN, and how many
     placeholder values there were (infinities are not counted: they read as missing anyway)."""
@@ -152,7 +156,7 @@ def select_for_analysis(
     object_column: str = "object",
     iterations: int | None = None,
     rng: np.random.Generator | int | None = None,
-    placeholders: Sequence[float] = PLACEHOLDERS,
+    placeholders: Sequence[float] | None = None,
 ) -> IntArray:
     """Sorted row indices of ``table`` to analyse (see the module docstring for the order).
 

@@ -41,6 +41,7 @@ import pyarrow.parquet as pq
 
 from specray import schema, storage
 from specray.errors import SpecrayError
+from specray.placeholders import placeholders
 from specray.spectra.fits import spectrum_id
 
 log = logging.getLogger(__name__)
@@ -48,12 +49,6 @@ log = logging.getLogger(__name__)
 KEYS = ("id", "object")
 RESERVED = frozenset(schema.IDENTITY_COLUMNS) | {"flux", "mask", "norm"}
 PLACEHOLDER_TEXT = frozenset({"", "na", "n/a", "nan", "null", "none", "-", "--", "?", "#n/a"})
-SENTINEL_MAGNITUDES = np.array(
-    [10.0**digits - 10.0**-decimals for digits in range(2, 10) for decimals in (0, 1, 2)]
-)
-"""99, 99.9, 99.99, 999, 999.9, ..., 999999999.99: magnitudes of the all-nines placeholders."""
-FAR_SIGMAS = 10.0
-"""A placeholder-looking value is missing only this many robust sigmas from the median."""
 EXAMPLES = 3
 
 
@@ -106,23 +101,6 @@ class LabelTable:
         else:
             log.info("labels %s: %d of %d spectra found a label row", self.uri, matched, total)
         return matched
-
-
-def is_sentinel(values: np.ndarray) -> np.ndarray:
-    """True where a finite value's magnitude is all nines (99, 99.9, 9999, ...), either sign."""
-    magnitude = np.abs(np.asarray(values, dtype=np.float64))[:, None]
-    return np.isclose(magnitude, SENTINEL_MAGNITUDES[None, :], rtol=1e-9, atol=0).any(axis=1)
-
-
-def placeholders(values: np.ndarray) -> np.ndarray:
-    """True where a value is a numeric placeholder: all nines and far from the other values."""
-    candidate = np.isfinite(values) & is_sentinel(np.nan_to_num(values))
-    others = values[np.isfinite(values) & ~candidate]
-    if others.size == 0:
-        return candidate
-    centre = float(np.median(others))
-    sigma = 1.4826 * float(np.median(np.abs(others - centre)))
-    return candidate & (np.abs(values - centre) > FAR_SIGMAS * sigma)
 
 
 def load_labels(uri: str, key: str | None = None) -> LabelTable:

@@ -94,7 +94,12 @@ def test_placeholders_are_missing_and_never_selected():
     values, n_placeholder = missing_as_nan(table["feh"])
     assert n_placeholder == 39 and np.isnan(values[bad]).all()
     assert np.isfinite(np.delete(values, bad)).all()
-    assert missing_as_nan([99.0, -99.0, np.inf, 1.0])[1] == 1  # +99 km/s is a real RV
+    # +-99 km/s among other radial velocities are real; 9999 is not (the shared rule).
+    rv = [99.0, -99.0, 12.0, -30.0, 45.0, -60.0, 80.0, 5.0, 9999.0, np.inf]
+    values, n_placeholder = missing_as_nan(rv)
+    assert n_placeholder == 1 and np.isnan(values[8:]).all() and np.isfinite(values[:8]).all()
+    # An explicit list (analysis.placeholders) matches exactly those values.
+    assert missing_as_nan(rv, placeholders=(-99.0,))[1] == 1
 
 
 def test_robust_clip_survives_a_discrete_label():

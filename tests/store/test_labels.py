@@ -8,7 +8,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from specray.data.ingest import ingest
-from specray.data.labels import LabelsError, is_sentinel, load_labels
+from specray.data.labels import LabelsError, load_labels
+from specray.placeholders import is_sentinel
 from specray.spectra.grid import named_grid
 from tests.helpers import TOY_GRID, toy_spectra, write_linear_fits
 from tests.store.test_ingest import read_store
