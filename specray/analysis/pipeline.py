@@ -332,7 +332,7 @@ def select(
         "one_per_object": cfg.one_per_object,
         "sigma_clip": sigma,
         "clip_method": "iterated median/MAD (astropy sigma_clip, mad_std)",
-        "placeholders": list(marks),
+        "placeholders": rule,
         "complete_cases": cfg.complete_cases,
         "per_label": per_label,
     }
