@@ -28,8 +28,9 @@ def read_flux(store_uri, ids):
     table = pa.concat_tables(tables)
     row = {name: i for i, name in enumerate(table["id"].to_pylist())}
     order = [row[name] for name in ids]
-    flux = schema.tensor_column_to_numpy(table["flux"]).astype(np.float64)[order]
-    return flux, schema.tensor_column_to_numpy(table["mask"])[order]
+    length = open_store(store_uri).grid.length
+    flux = schema.decode_flux(table["flux"]).astype(np.float64)[order]
+    return flux, schema.decode_mask(table["mask"], length)[order]
 
 
 @pytest.mark.parametrize("where", ["local", "s3"])

@@ -48,7 +48,7 @@ def test_a_library_in_any_unit_keeps_every_spectrum_by_default(tmp_path, units):
     median = np.median(flux.astype(np.float64), axis=1)
     np.testing.assert_allclose(table["norm"].to_numpy(), median, rtol=1e-6)
     grid = named_grid(TOY_GRID)
-    stored = schema.tensor_column_to_numpy(table["flux"]).astype(np.float64)
+    stored = schema.decode_flux(table["flux"]).astype(np.float64)
     native = stored[:, grid.pad_left : grid.pad_left + grid.n_native]
     np.testing.assert_allclose(native, flux / median[:, None], rtol=1e-3, atol=1e-3)
     recorded = json.loads((out / "store.json").read_text())["preprocessing"]
