@@ -89,7 +89,7 @@ class IngestReport:
         if self.reasons:
             counts = self._reasons_by_count()
             lines.append("quarantined for: " + "; ".join(f"{n} {why}" for why, n in counts))
-        if self.labelled is not None:
+        if self.labelled is not None and self.ingested:
             lines.append(f"labels: {self.labelled} of {self.ingested} spectra found a label row")
         dominant = self.dominant_reason()
         if dominant:

@@ -14,6 +14,7 @@ import logging
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import ray
 
@@ -30,6 +31,8 @@ log = logging.getLogger(__name__)
 
 LABELS_FILE = "labels.csv"
 STARS_PER_TASK = 16
+WRITTEN = "_written"
+"""Bookkeeping column of the FITS route: whether a file was (re)written this run."""
 TABLE_COLUMNS = ("id", "object") + schema.META_COLUMNS + schema.LABEL_COLUMNS + ("defect",)
 
 
@@ -66,8 +69,11 @@ def _fits_range(batch: dict, out, n_stars, mean_epochs, grid: Grid, seed) -> pa.
                 values = {key: column[i] for key, column in chunk.labels.items()}
                 buffer = io.BytesIO()
                 write_adp(buffer, grid.native_wavelength, chunk.flux[i], values)
-                storage.write_if_changed(storage.join(out, f"{identifier}.fits"), buffer.getvalue())
-                records.append({name: values.get(name, np.nan) for name in TABLE_COLUMNS})  # noqa: E501
+                written = storage.write_if_changed(
+                    storage.join(out, f"{identifier}.fits"), buffer.getvalue()
+                )
+                record = {name: values.get(name, np.nan) for name in TABLE_COLUMNS}
+                records.append({**record, WRITTEN: written})
     return pa.Table.from_pylist(records)
 
 
@@ -96,8 +102,16 @@ def synthesize(
     if fmt == "fits":
         tables = ranges.map_batches(_fits_range, batch_size=1, fn_kwargs={"out": out, **common})
         table = pa.concat_tables(ray.get(tables.to_arrow_refs()))
-        _write_labels(out, table.sort_by("id"))
-        return f"wrote {table.num_rows} ADP files and {LABELS_FILE} to {out}"
+        written = pc.sum(table[WRITTEN]).as_py() or 0
+        _write_labels(out, table.drop_columns([WRITTEN]).sort_by("id"))
+        unchanged = (
+            f" ({table.num_rows - written} already there, unchanged)"
+            if written < table.num_rows
+            else ""
+        )
+        return (
+            f"wrote {written} of {table.num_rows} ADP files{unchanged} and {LABELS_FILE} to {out}"
+        )
     if fmt != "parquet":
         raise ValueError(f"--format must be parquet or fits, got {fmt!r}")
     with writing_store(
