@@ -36,6 +36,7 @@ def demo(
     from specray.train.trainer import train
 
     config = load_config(overrides=DEMO_OVERRIDES + [f"train.seed={seed}"] + (overrides or []))
+    out = storage.normalize(out)
     raw, store = storage.join(out, "raw"), storage.join(out, "store")
     run, analysis = storage.join(out, "run"), storage.join(out, "analysis")
     started = time.monotonic()

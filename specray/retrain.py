@@ -142,6 +142,8 @@ def retrain(
     from_scratch: bool = False,
 ) -> RetrainSummary:
     """One scheduled retraining cycle; see the module docstring."""
+    raw, store, run = (storage.normalize(uri) for uri in (raw, store, run))
+    analysis = None if analysis is None else storage.normalize(analysis)
     from specray.analysis.pipeline import analyze
 
     analysis = analysis or storage.join(run, "analysis")

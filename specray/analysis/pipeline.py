@@ -680,6 +680,9 @@ def analyze(
     latents: str | None = None,
 ) -> AnalysisSummary:
     """Run the analysis (see the module docstring) and write its outputs into ``out``."""
+    out, data, model, latents = (
+        None if uri is None else storage.normalize(uri) for uri in (out, data, model, latents)
+    )
     cfg = config.analysis if isinstance(config, Config) else config
     _check_sources(data, model, latents)
     if latents is None:

@@ -192,6 +192,7 @@ def intact_checkpoints(
     problem met is also appended to ``problems``.
     """
     problems = [] if problems is None else problems
+    run_uri = storage.normalize(run_uri)
     ranked = []
     for folder in checkpoint_folders(run_uri):
         try:

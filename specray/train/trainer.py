@@ -305,6 +305,7 @@ def fit(trainer: TorchTrainer):
 
 def train(store_uri: str, run_uri: str, config: Config) -> TrainSummary:
     """Train (or resume training) a model on the store; return the outcome."""
+    store_uri, run_uri = storage.normalize(store_uri), storage.normalize(run_uri)
     plan = preflight(store_uri, run_uri, config)
     ensure_ray()
     fit(build_trainer(store_uri, run_uri, config, plan=plan))

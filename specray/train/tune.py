@@ -422,6 +422,7 @@ def _new_tuner(
 
 def tune(store_uri: str, out_uri: str, config: Config) -> TuneSummary:
     """Run (or resume) the search on the store; write DIR/tune.json and DIR/tune.png."""
+    store_uri, out_uri = storage.normalize(store_uri), storage.normalize(out_uri)
     check_tune_config(config)
     store = open_store(store_uri)  # fails early, with the store's message, if missing
     grid = store.grid

@@ -82,3 +82,13 @@ def test_training_from_and_to_s3(s3_bucket):
 def test_a_missing_run_is_named(tmp_path):
     with pytest.raises(CheckpointError, match="no such run"):
         latest_checkpoint(str(tmp_path / "nothing"))
+
+
+def test_a_relative_run_folder_keeps_its_metrics_and_checkpoints_there(tmp_path, monkeypatch):
+    """Ray's workers run in another folder: a relative RUN must still mean the caller's."""
+    monkeypatch.chdir(tmp_path)
+    write_toy_store("store", n_objects=20, epochs=2)
+    summary = train("store/", "run", load_config(overrides=FAST + ["train.epochs=2"]))
+    assert summary.final["epoch"] == 2 and summary.run == str(tmp_path / "run")
+    assert [entry["epoch"] for entry in read_history(str(tmp_path / "run"))] == [1, 2]
+    assert latest_checkpoint("run").startswith(str(tmp_path / "run"))
