@@ -3,7 +3,8 @@
 synth -> ingest -> train -> analyse -> report on the default synthetic survey, with the
 default settings, must reproduce the paper's headline in miniature: one latent node tracks
 the radial velocity, another the effective temperature, both significant after the
-false-discovery-rate correction, and further nodes stay alive. The truth is the survey's
+false-discovery-rate correction; the Teff node passes the exclusive attribution; a handful
+of nodes stay alive by posterior information. The truth is the survey's
 own labels, which the network never sees. pytest's --durations line shows how long it took
 (the demo also prints it); the issue's target is well under 15 minutes on 2 cores.
 """
@@ -28,15 +29,26 @@ def test_demo_finds_an_rv_node_and_a_teff_node_and_summarises(tmp_path, capsys):
     assert "demo finished in" in printed and str(out / "analysis" / "report.html") in printed
 
     analysis = json.loads((out / "analysis" / "analysis.json").read_text())
-    rv, teff = analysis["label_nodes"]["rv"], analysis["label_nodes"]["teff"]
-    assert rv is not None and teff is not None, analysis["label_nodes"]
-    assert rv["node"] != teff["node"]
     alpha = analysis["config"]["alpha"]
+    # Marginal rule (the paper's): a significant node of MI > 0.5 nat for rv and for teff.
+    marginal = analysis["label_nodes_marginal"]
+    rv, teff = marginal["rv"], marginal["teff"]
+    assert rv is not None and teff is not None, marginal
+    assert rv["node"] != teff["node"]
     for label, found in (("rv", rv), ("teff", teff)):
         assert found["p_adjusted"] < alpha, (label, found)
         assert found["mi"] > MIN_MI_NATS, (label, found)
-        assert f"{label}: node {found['node']}" in printed
-    assert len(analysis["informative_nodes"]) >= 3  # further live nodes beyond the two
+    # Exclusive attribution: teff's node is teff's alone; rv's node is named or reported as
+    # mixed (never silently dropped). An exclusive rv node is issue 11's open demo item.
+    named_teff = analysis["label_nodes"]["teff"]
+    assert named_teff is not None and named_teff["node"] == teff["node"]
+    assert f"teff: node {teff['node']}" in printed
+    rv_verdict = analysis["attribution"]["labels"]["rv"]["verdict"]
+    assert rv_verdict["status"] in ("node", "mixed") and rv_verdict["node"] == rv["node"]
+    assert f"rv: {'node' if rv_verdict['status'] == 'node' else 'mixed'}" in printed
+    # A handful of live nodes by posterior information, as in the paper (6 of 128).
+    assert 3 <= len(analysis["informative_nodes"]) <= 8
+    assert analysis["baseline"] is not None  # compared with PCA at equal dimension
 
     assert len(list((out / "raw").glob("*.fits"))) > 300
     assert (out / "store" / "manifest.jsonl").exists()
