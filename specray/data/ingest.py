@@ -292,10 +292,16 @@ class IngestPlan:
         return self.new + self.replaced
 
 
+def _unchanged(previous: dict | None, entry: storage.FileEntry) -> bool:
+    """The input has the size and version (mtime or ETag) its manifest entry recorded."""
+    if previous is None:
+        return False
+    return (previous.get("size"), str(previous.get("version"))) == (entry.size, entry.version)
+
+
 def _retry_quarantined(previous: dict, entry: storage.FileEntry) -> bool:
     """A quarantined input is read again when it changed or its failure was transient (I/O)."""
-    changed = (previous.get("size"), str(previous.get("version"))) != (entry.size, entry.version)
-    return changed or bool(previous.get("transient"))
+    return not _unchanged(previous, entry) or bool(previous.get("transient"))
 
 
 def plan_ingest(entries: list[storage.FileEntry], store: Store) -> IngestPlan:
@@ -312,13 +318,7 @@ def plan_ingest(entries: list[storage.FileEntry], store: Store) -> IngestPlan:
     for entry in entries:
         previous = latest.get(entry.uri)
         identifier = spectrum_id(posixpath.basename(entry.uri))
-        unchanged = previous is not None and (
-            previous.get("size"),
-            str(previous.get("version")),
-        ) == (
-            entry.size,
-            entry.version,
-        )
+        unchanged = _unchanged(previous, entry)
         owner = taken_ids.get(identifier)
         if unchanged and previous.get("status") == "ingested":
             plan.skipped += 1
