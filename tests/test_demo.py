@@ -43,8 +43,13 @@ def test_demo_finds_an_rv_node_and_a_teff_node_and_summarises(tmp_path, capsys):
     named_teff = analysis["label_nodes"]["teff"]
     assert named_teff is not None and named_teff["node"] == teff["node"]
     assert f"teff: node {teff['node']}" in printed
-    rv_verdict = analysis["attribution"]["labels"]["rv"]["verdict"]
-    assert rv_verdict["status"] in ("node", "mixed") and rv_verdict["node"] == rv["node"]
+    rv_entry = analysis["attribution"]["labels"]["rv"]
+    rv_verdict = rv_entry["verdict"]
+    assert rv_verdict["status"] in ("node", "mixed"), rv_verdict
+    # The verdict's node (largest unique information) may differ from the marginal best
+    # when RV is spread over two nodes; it must still track RV significantly.
+    verdict_row = next(row for row in rv_entry["nodes"] if row["node"] == rv_verdict["node"])
+    assert verdict_row["mi_significant"] and verdict_row["mi"] > MIN_MI_NATS, verdict_row
     assert f"rv: {'node' if rv_verdict['status'] == 'node' else 'mixed'}" in printed
     # A handful of live nodes by posterior information, as in the paper (6 of 128).
     assert 3 <= len(analysis["informative_nodes"]) <= 8
