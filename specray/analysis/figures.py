@@ -272,3 +272,53 @@ def baseline_figure(record: Mapping) -> bytes:
     right.set_ylabel("masked L1 / noise (median, quartiles)")
     right.set_title("Reconstruction", fontsize=9)
     return to_png(fig)
+
+
+def training_figure(record: Mapping) -> bytes:
+    """Per-epoch curves of a training history (``training`` in analysis.json): loss,
+    reconstruction and KL (train solid, validation dashed), and the KL weight against beta."""
+    epochs = np.asarray(record["epochs"])
+    panels = (("loss", "train_loss", "val_loss"), ("reconstruction", "recon", "val_recon"),
+              ("KL [nat]", "kl", "val_kl"))  # fmt: skip
+    fig, axes = plt.subplots(1, 4, figsize=(12, 2.8), layout="constrained")
+    for ax, (title, train, val) in zip(axes, panels, strict=False):
+        for key, style, name in ((train, "-", "train"), (val, "--", "validation")):
+            values = np.array([np.nan if v is None else v for v in record[key]], np.float64)
+            ax.plot(epochs, values, style, label=name)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("epoch")
+    if np.nanmin(np.array(record["train_loss"], dtype=np.float64)) > 0:
+        axes[0].set_yscale("log")
+    axes[0].legend(fontsize=7)
+    weight = axes[3]
+    weight.plot(epochs, record["kl_weight"], color="tab:purple")
+    weight.axhline(record["beta"], color="k", linestyle="--", linewidth=1)
+    weight.set_title(f"KL weight (beta = {record['beta']:g})", fontsize=9)
+    weight.set_xlabel("epoch")
+    return to_png(fig)
+
+
+def reconstruction_figure(wavelength: np.ndarray, examples: Mapping) -> bytes:
+    """For each example spectrum: input and reconstruction (top) and the residual in units
+    of the noise (bottom, masked pixels blank, +-3 marked)."""
+    n = len(examples["ids"])
+    fig, axes = plt.subplots(
+        2 * n, 1, figsize=(10, 2.2 * n + 0.6), sharex=True, squeeze=False,
+        height_ratios=[2, 1] * n, layout="constrained",
+    )  # fmt: skip
+    for i, name in enumerate(examples["ids"]):
+        top, bottom = axes[2 * i, 0], axes[2 * i + 1, 0]
+        valid = np.asarray(examples["mask"][i], bool)
+        flux = np.where(valid, examples["flux"][i], np.nan)
+        top.plot(wavelength, flux, color="k", linewidth=0.5, label="input")
+        top.plot(wavelength, examples["recon"][i], color="tab:red", linewidth=0.5,
+                 label="reconstruction")  # fmt: skip
+        top.set_title(f"{name} (SNR {examples['snr'][i]:.0f})", fontsize=8)
+        top.legend(fontsize=6, loc="lower left")
+        residual = np.where(valid, examples["residual_over_noise"][i], np.nan)
+        bottom.plot(wavelength, residual, color="tab:blue", linewidth=0.4)
+        for level in (-3, 3):
+            bottom.axhline(level, color="k", linestyle=":", linewidth=0.6)
+        bottom.set_ylabel("resid. / noise", fontsize=7)
+    axes[-1, 0].set_xlabel("wavelength [A]")
+    return to_png(fig)

@@ -99,6 +99,16 @@ Outputs in ``out`` (a folder or ``s3://`` prefix; each file written atomically):
     permutations       {requested ("auto" or B), floor (1/(B+1)), used, needed,
                         resolvable, fdr, alpha, n_tests}: the KSG (``estimator``) stage
     config             the AnalysisConfig used
+    training           the checkpoint's per-epoch history with the KL weight
+                       (:func:`specray.analysis.diagnosis.training_record`) or null
+    reconstruction_examples {ids, snr, robust_residual_sigma} for the spectra of the
+                       reconstruction figure, or null (needs the store and the model)
+    provenance         {versions, python, platform, training_config, data_fingerprint,
+                        trained_on, store: {uri, format_version, n_spectra,
+                        n_quarantined, preprocessing}}
+    verdict            {status: fit | caution | not fit, checks: [{check, status
+                        (ok, caution, problem, unknown), message}]}: is the model fit to
+                        interpret (:mod:`specray.analysis.diagnosis`)
     figures            [{name, file, caption}]
     report             file name of the HTML report
     warnings           [text, ...]: caveats a reader must see
@@ -124,6 +134,7 @@ from specray.analysis import figures as fig
 from specray.analysis.attribution import attribution_for_analysis, label_kinds
 from specray.analysis.baseline import summary_line as baseline_summary_line
 from specray.analysis.cmi import category_codes
+from specray.analysis.diagnosis import diagnose, verdict, verdict_line
 from specray.analysis.dispersion import (
     isolation_forest_scores,
     mean_kl_per_node,
@@ -635,6 +646,7 @@ class AnalysisSummary:
                 )
         if r.get("baseline"):
             lines.append("  " + baseline_summary_line(r["baseline"]))
+        lines.append("  " + verdict_line(r["verdict"]))
         if r["warnings"]:
             lines.append(f"  {len(r['warnings'])} warning(s), listed in the report")
         lines.append(f"report: {self.report_uri} (numbers: {self.analysis_uri})")
@@ -722,6 +734,12 @@ def analyze(
     attribution = attribution_for_analysis(mu, sel.labels, informative, kinds, cfg, notes)
     figures = _figures(table, sel, cfg, tests, histogram, independence, decoder, notes)
     baseline = _baseline(table, sel, informative, data, decoder, cfg, notes, figures)
+    snr = table.columns.get("snr")
+    diagnosis_record, diagnosis_figures = diagnose(
+        data or table.info.get("store"), decoder, table.ids[sel.rows],
+        None if snr is None else snr[sel.rows], table.info, notes,
+    )  # fmt: skip
+    figures.update(diagnosis_figures)
     result = {
         "schema": SCHEMA_NAME,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -774,6 +792,7 @@ def analyze(
             "n_tests": tests.n_tests,
         },
         "config": dataclasses.asdict(cfg),
+        **diagnosis_record,
         "figures": [
             {"name": name, "file": f"{FIGURES_DIR}/{name}.png", "caption": caption}
             for name, (_, caption) in figures.items()
@@ -782,6 +801,7 @@ def analyze(
         "warnings": notes,
     }
     result = _clean(result)
+    result["verdict"] = verdict(result)
     return _write(out, latents, result, figures)
 
 

@@ -1,8 +1,9 @@
 """The analysis report: ONE self-contained HTML page (inline CSS, figures as base64 PNG).
 
-Read top to bottom: what was analysed, the headline (which node is which label), then
+Read top to bottom: what was analysed, whether the model is fit to interpret (the
+verdict box, training curves, reconstructions), the headline (which node is which label), then
 the evidence (dispersion, MI tables and significance, independence, anomalies,
-traversals) and the caveats. Everything comes from the ``analysis.json`` record
+traversals), the caveats and the provenance. Everything comes from the ``analysis.json`` record
 (:mod:`specray.analysis.pipeline`) and the figures' PNG bytes; nothing is fetched from
 anywhere when the page is opened.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -286,6 +288,67 @@ def _attribution(r: dict) -> str:
     return text + table_html(header, rows, left=1)
 
 
+def _verdict(r: dict) -> str:
+    """The verdict box: the worst check first, in plain words (:mod:`diagnosis`)."""
+    record = r.get("verdict")
+    if not record:
+        return ""
+    title = {
+        "fit": "Fit to interpret: every check passed.",
+        "caution": "Interpret with care: see the checks marked caution.",
+        "not fit": "NOT fit to interpret: the conclusions below are not established.",
+    }[record["status"]]
+    rows = [
+        (esc(c["check"]), esc(c["status"]), esc(c["message"]))
+        for c in sorted(record["checks"], key=lambda c: _SEVERITY.get(c["status"], 0), reverse=True)
+    ]
+    cls = "headline" if record["status"] == "fit" else "warn"
+    return (
+        f'<div class="{cls}" id="verdict"><p><b>{esc(title)}</b></p>'
+        + table_html(["check", "status", "finding"], rows, left=3)
+        + "</div>"
+    )
+
+
+_SEVERITY = {"problem": 3, "caution": 2, "unknown": 1, "ok": 0}
+
+
+def _diagnosis(r: dict, figures) -> str:
+    text = _verdict(r)
+    text += figure_html("training", figures) or (
+        "<p>No training curves: the checkpoint holds no history, or no model was given.</p>"
+    )
+    text += figure_html("reconstruction", figures)
+    return text
+
+
+def _provenance(r: dict) -> str:
+    prov = r.get("provenance")
+    if not prov:
+        return "<p>Not recorded.</p>"
+    versions = ", ".join(f"{name} {v}" for name, v in prov["versions"].items() if v)
+    items = [
+        ("software", esc(f"{versions}; Python {prov['python']} on {prov['platform']}")),
+        ("data fingerprint", esc(prov.get("data_fingerprint") or "-")),
+        ("model trained on", esc(prov.get("trained_on") or "-")),
+    ]
+    store = prov.get("store")
+    if store:
+        items.append(("store", esc(
+            f"{store['uri']} (format {store['format_version']}, {store['n_spectra']} spectra, "
+            f"{store['n_quarantined']} quarantined)")))  # fmt: skip
+        items.append(("ingest options", esc(json_text(store.get("preprocessing")))))
+    items.append(("analysis configuration", f"<code>{esc(json_text(r.get('config')))}</code>"))
+    if prov.get("training_config"):
+        items.append(("training configuration",
+                      f"<code>{esc(json_text(prov['training_config']))}</code>"))  # fmt: skip
+    return table_html(["", ""], [(f"<b>{k}</b>", v) for k, v in items], left=2)
+
+
+def json_text(value: Any) -> str:
+    return json.dumps(value, sort_keys=True) if value is not None else "not recorded"
+
+
 def _baseline(r: dict, figures) -> str:
     """Live nodes against PCA at equal dimension (``baseline`` in analysis.json)."""
     base = r.get("baseline")
@@ -380,6 +443,7 @@ def render_report(result: dict, figures: Mapping[str, tuple[bytes, str]]) -> str
     )
     sections = [
         ("What was analysed", _what(r) + figure_html("label_histograms", figures)),
+        ("Is the model fit to interpret?", _diagnosis(r, figures)),
         ("Headline", _headline(r)),
         ("Which nodes are alive: information and dispersion", _dispersion(r, figures)),
         ("What the nodes know: mutual information with the labels", _mi(r, figures)),
@@ -389,6 +453,7 @@ def render_report(result: dict, figures: Mapping[str, tuple[bytes, str]]) -> str
         ("Anomalous spectra", _anomalies(r)),
         ("Latent traversals", traversals),
         ("Caveats and warnings", _caveats(r)),
+        ("Provenance", _provenance(r)),
     ]
     body = "".join(f"<h2>{esc(title)}</h2>{content}" for title, content in sections)
     files = ", ".join(["analysis.json", *(f["file"] for f in r["figures"])])

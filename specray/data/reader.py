@@ -19,11 +19,12 @@ from collections import Counter
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import ray
 
 from specray import schema, storage
-from specray.data.store import Store, StoreError, open_store
+from specray.data.store import SHARDS_DIR, Store, StoreError, open_store
 
 TRAIN_COLUMNS = ["flux", "mask", "object"]
 
@@ -133,3 +134,33 @@ def training_datasets(
         dataset.context.enable_progress_bars = False
         dataset.context.print_on_execution_start = False
     return datasets[0], datasets[1], store
+
+
+def read_spectra(store: Store, ids: list[str], columns: tuple[str, ...] = ("snr",)) -> dict:
+    """A few spectra by id, read straight from their shards (no Ray): for report examples.
+
+    Returns ``{"id", "flux" (n, L) float32, "mask" (n, L) uint8, *columns}`` in the order of
+    ``ids``; an id the store does not hold is a :class:`StoreError`. Reads every shard that
+    holds one of them in full, so keep ``ids`` to a handful.
+    """
+    shard_of = {
+        entry["id"]: entry["shard"]
+        for entry in store.manifest
+        if entry.get("status") == "ingested" and entry["id"] in set(ids)
+    }
+    missing = [name for name in ids if name not in shard_of]
+    if missing:
+        raise StoreError(f"{store.uri}: no ingested spectrum with id {missing[0]!r}")
+    wanted = pa.array(ids, pa.string())
+    parts = []
+    for shard in dict.fromkeys(shard_of[name] for name in ids):
+        fs, path = storage.arrow_filesystem(store.path(SHARDS_DIR, shard))
+        table = pq.read_table(path, filesystem=fs, columns=["id", "flux", "mask", *columns])
+        parts.append(table.filter(pc.is_in(table["id"], value_set=wanted)))
+    table = pa.concat_tables(parts)
+    order = [table["id"].to_pylist().index(name) for name in ids]
+    table = table.take(order)
+    out = {name: table[name].to_numpy() for name in ("id", *columns)}
+    out["flux"] = schema.decode_flux(table["flux"]).astype(np.float32)
+    out["mask"] = schema.decode_mask(table["mask"], store.grid.length).astype(np.uint8)
+    return out

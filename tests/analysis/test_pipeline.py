@@ -26,6 +26,7 @@ KEYS = {
     "n_spectra", "n_objects", "n_selected", "latent_dim", "labels", "selection",
     "informative_nodes", "dispersion", "screen", "mi", "label_nodes", "node_independence",
     "histogram_mi", "anomalies", "permutations", "config", "figures", "warnings", "source",
+    "training", "reconstruction_examples", "provenance", "verdict",
 }  # fmt: skip
 IMG = '<img src="data:image/png;base64,'
 
@@ -255,8 +256,31 @@ def test_end_to_end_from_a_trained_checkpoint(trained, tmp_path):
     assert base["n_components"] == len(result["informative_nodes"]) and base["n_spectra"] == 40
     assert base["reconstruction"]["model"]["n"] == base["reconstruction"]["pca"]["n"] == 40
     assert "baseline" in names and "latents vs PCA" in summary.summary()
+    # Diagnosis: one epoch never leaves the KL-free warm-up (default start: step 5,000),
+    # and the report says so before its headline.
+    _, meta = load_trained_model(run)
+    training = result["training"]
+    assert training["steps"] == [entry["step"] for entry in meta["history"]]
+    assert training["kl_weight"] == [0.0] * len(training["steps"])
+    checks = {c["check"]: c for c in result["verdict"]["checks"]}
+    assert checks["kl_weight"]["status"] == "problem" and result["verdict"]["status"] == "not fit"
+    assert "NOT FIT TO INTERPRET" in summary.summary()
+    examples = result["reconstruction_examples"]  # lowest, median and highest SNR selected
+    best = {}  # the selection: each object's highest-SNR spectrum
+    for obj, snr in zip(table["object"].to_pylist(), table["snr"].to_pylist(), strict=True):
+        best[obj] = max(best.get(obj, -np.inf), snr)
+    ranked = sorted(best.values())
+    assert examples["snr"] == pytest.approx(
+        [ranked[0], ranked[len(ranked) // 2], ranked[-1]], rel=1e-9
+    )
+    assert all(sigma > 0 for sigma in examples["robust_residual_sigma"])
+    assert {"training", "reconstruction"} <= names
+    prov = result["provenance"]
+    assert all(prov["versions"][name] for name in ("specray", "torch", "ray", "numpy"))
+    assert prov["store"]["n_spectra"] == 80 and prov["training_config"] == meta["config"]
     page = check_report(out, result)
     assert "whole grid" in page  # the toy grid holds none of the zoom windows
+    assert page.index("NOT fit to interpret") < page.index("<h2>Headline")
     assert "report.html" in summary.summary()
 
 
