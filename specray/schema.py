@@ -113,6 +113,8 @@ UNITS = {
     "logg": "dex",
     "feh": "dex",
     "vsini": "km/s",
+    "pwv": "mm",
+    "tilt": "ln flux / 1000 A",
 }
 
 

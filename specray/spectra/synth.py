@@ -718,7 +718,9 @@ def observation_id(name: str, mjd: float) -> str:
 
 
 def epoch_labels(stars: Stars, epochs: Epochs) -> dict[str, np.ndarray]:
-    """The label columns of ``generate`` for the given epochs (1-D arrays, one per epoch)."""
+    """The label columns of ``generate`` for the given epochs (1-D arrays, one per epoch):
+    every factor the generator varies (star: teff, logg, feh, vsini; epoch: rv, snr, berv,
+    airmass, pwv, tilt, defect), so an analysis can test each of them."""
     at = epochs.star
     names = stars.object[at]
     ids = [observation_id(name, mjd) for name, mjd in zip(names, epochs.mjd, strict=True)]
@@ -736,6 +738,8 @@ def epoch_labels(stars: Stars, epochs: Epochs) -> dict[str, np.ndarray]:
         "berv": epochs.berv,
         "mjd_obs": epochs.mjd,
         "airmass": epochs.airmass,
+        "pwv": epochs.pwv,
+        "tilt": epochs.tilt,
         "exptime": epochs.exptime,
         "ra": stars.ra[at],
         "dec": stars.dec[at],

@@ -24,6 +24,8 @@ LABEL_KEYS = {
     "berv",
     "mjd_obs",
     "airmass",
+    "pwv",
+    "tilt",
     "exptime",
     "ra",
     "dec",
@@ -289,6 +291,8 @@ def test_epochs_are_heavy_tailed_with_sane_labels(survey) -> None:
     assert np.abs(labels["berv"]).max() <= 30.0
     assert np.abs(labels["berv"]).max() > 25.0
     assert labels["airmass"].min() >= 1.0 and labels["airmass"].max() <= 2.5
+    assert np.array_equal(labels["pwv"], epochs.pwv) and np.array_equal(labels["tilt"], epochs.tilt)
+    assert labels["pwv"].min() >= 0.3 and np.std(labels["tilt"]) == pytest.approx(0.03, rel=0.1)
     good = labels["defect"] == ""
     assert labels["snr"][good].min() >= 10 and labels["snr"][good].max() <= 400
     assert np.median(labels["snr"][good]) == pytest.approx(80, rel=0.15)
