@@ -11,9 +11,35 @@ from specray.errors import SpecrayError
 
 log = logging.getLogger("specray")
 
+GRID_HELP = "wavelength grid: harps, demo or linear:START:STOP:STEP[:R] (Angstrom)"
+
 # Errors a user can fix; anything else is a bug and keeps its traceback. ValueError stays
 # until every user-facing check raises a SpecrayError subclass.
 USER_ERRORS: tuple[type[Exception], ...] = (SpecrayError, OSError, ValueError)
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Help with every option's default (unless it is None or already in the text)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default is None or "%(default)" in text or "default" in text:
+            return text
+        return super()._get_help_string(action)
+
+
+def _common_options(parser: argparse.ArgumentParser, top: bool) -> None:
+    """Options that work before or after the subcommand (``-q`` anywhere)."""
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", default=False if top else argparse.SUPPRESS,
+        help="warnings and errors only",
+    )  # fmt: skip
+
+
+def _command(commands, name: str, help: str) -> argparse.ArgumentParser:
+    parser = commands.add_parser(name, help=help, description=help, formatter_class=_HelpFormatter)
+    _common_options(parser, top=False)
+    return parser
 
 
 def _ingest(args: argparse.Namespace) -> int:
@@ -50,7 +76,7 @@ def _synth(args: argparse.Namespace) -> int:
     summary = synthesize(
         args.out,
         n_stars=args.stars,
-        mean_epochs=args.epochs,
+        mean_epochs=args.visits,
         grid=args.grid,
         fmt=args.format,
         seed=args.seed,
@@ -67,13 +93,15 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _add_demo(commands) -> None:
-    parser = commands.add_parser("demo", help="the whole pipeline on the synthetic survey")
+    parser = _command(commands, "demo", help="the whole pipeline on the synthetic survey")
     parser.add_argument("--out", default="specray-demo", help="folder or s3:// prefix")
-    parser.add_argument("--stars", type=int, default=300)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--stars", type=int, default=300, help="stars in the synthetic survey")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the survey and the training")
     parser.add_argument(
-        "--set", action="append", metavar="KEY=VALUE", help="override a setting (repeatable)"
-    )
+        "--set", action="append", metavar="KEY=VALUE",
+        help="override a setting, e.g. --set train.epochs=3 (repeatable; `specray config "
+        "--show` lists them)",
+    )  # fmt: skip
     parser.set_defaults(handler=_demo)
 
 
@@ -84,7 +112,9 @@ def _config(args: argparse.Namespace, defaults: list[str] | None = None):
 
 
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="YAML or JSON settings file (see specray/config.py)")
+    parser.add_argument(
+        "--config", help="YAML or JSON settings file (`specray config --show` lists the keys)"
+    )
     parser.add_argument(
         "--set",
         action="append",
@@ -101,7 +131,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _add_train(commands) -> None:
-    parser = commands.add_parser("train", help="train the beta-VAE on a store (Ray Train)")
+    parser = _command(commands, "train", help="train the beta-VAE on a store (Ray Train)")
     parser.add_argument("--data", required=True, help="store folder or s3:// prefix")
     parser.add_argument("--out", required=True, help="run folder or s3:// prefix (resumes)")
     _add_config_options(parser)
@@ -117,7 +147,7 @@ def _tune(args: argparse.Namespace) -> int:
 
 
 def _add_tune(commands) -> None:
-    parser = commands.add_parser("tune", help="search latent size and beta (Ray Tune)")
+    parser = _command(commands, "tune", help="search latent size and beta (Ray Tune)")
     parser.add_argument("--data", required=True, help="store folder or s3:// prefix")
     parser.add_argument("--out", required=True, help="experiment folder (re-run resumes)")
     parser.add_argument("--samples", type=int, help="number of trials (tune.samples, 8)")
@@ -143,9 +173,7 @@ def _analyze(args: argparse.Namespace) -> int:
 
 
 def _add_analyze(commands) -> None:
-    parser = commands.add_parser(
-        "analyze", help="which latent nodes are physics (MI, significance)"
-    )
+    parser = _command(commands, "analyze", help="which latent nodes are physics (MI, significance)")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--data", help="store to encode with --model")
     source.add_argument("--latents", help="an existing latent table (Parquet) to analyse")
@@ -153,11 +181,16 @@ def _add_analyze(commands) -> None:
     parser.add_argument(
         "--out", required=True, help="output folder: latents, analysis.json, report"
     )
-    parser.add_argument("--labels", help="comma-separated label columns (default rv,teff,logg,feh)")
     parser.add_argument(
-        "--permutations", help="permutations per node-label pair, or auto (enough to resolve FDR)"
+        "--labels",
+        help="comma-separated label columns (default: analysis.labels, rv,teff,logg,feh)",
     )
-    parser.add_argument("--seed", type=int)
+    parser.add_argument(
+        "--permutations",
+        help="permutations per node-label pair, or auto: enough to resolve the FDR threshold "
+        "(default: analysis.permutations, auto)",
+    )
+    parser.add_argument("--seed", type=int, help="analysis seed (default: analysis.seed, 0)")
     _add_config_options(parser)
     parser.set_defaults(handler=_analyze)
 
@@ -181,14 +214,16 @@ def _retrain(args: argparse.Namespace) -> int:
 
 
 def _add_retrain(commands) -> None:
-    parser = commands.add_parser("retrain", help="ingest new files, fine-tune, re-analyse, compare")
+    parser = _command(commands, "retrain", help="ingest new files, fine-tune, re-analyse, compare")
     parser.add_argument("--raw", required=True, help="folder or s3:// prefix of raw FITS files")
     parser.add_argument("--store", required=True, help="the store to grow")
     parser.add_argument("--run", required=True, help="the training run to fine-tune")
     parser.add_argument("--analysis", help="analysis folder (default RUN/analysis)")
-    parser.add_argument("--grid", default="demo", help="grid for a new store")
-    parser.add_argument("--labels", help="labels table joined at ingest")
-    parser.add_argument("--from-scratch", action="store_true", help="train a new model")
+    parser.add_argument("--grid", default="demo", help=GRID_HELP + " for a new store")
+    parser.add_argument("--labels", help="labels table (CSV or Parquet) joined at ingest")
+    parser.add_argument(
+        "--from-scratch", action="store_true", help="train a new model instead of fine-tuning"
+    )
     parser.add_argument(
         "--set", action="append", metavar="KEY=VALUE", help="override a setting (repeatable)"
     )
@@ -198,31 +233,41 @@ def _add_retrain(commands) -> None:
 def _add_ingest(commands) -> None:
     from specray.spectra.grid import DEFAULT_MIN_SNR
 
-    parser = commands.add_parser("ingest", help="FITS files -> Parquet shards (Ray Data)")
+    parser = _command(commands, "ingest", help="FITS files -> Parquet shards (Ray Data)")
     parser.add_argument("input", help="folder or s3:// prefix holding FITS files")
     parser.add_argument("--out", required=True, help="store folder or s3:// prefix")
-    parser.add_argument("--grid", default="demo", help="harps, demo or linear:START:STOP:STEP[:R]")
+    parser.add_argument("--grid", default="demo", help=GRID_HELP)
     parser.add_argument("--labels", help="CSV or Parquet table joined by id (or object)")
     parser.add_argument(
         "--labels-key",
         choices=["id", "object"],
         help="join the labels by id or by object (default: id if the table has an id column)",
     )
-    parser.add_argument("--format", default="auto", choices=["auto", "adp", "s1d", "linear"])
+    parser.add_argument(
+        "--format",
+        default="auto",
+        choices=["auto", "adp", "s1d", "linear"],
+        help="FITS layout: ESO ADP table, HARPS DRS s1d image, a linear-WCS 1-D image, or "
+        "detected per file",
+    )
     parser.add_argument(
         "--min-snr",
         type=float,
         default=DEFAULT_MIN_SNR,
-        help=f"degenerate below this SNR per pixel estimated from the spectrum ({DEFAULT_MIN_SNR:g}; 0: off)",
+        help="quarantine spectra below this SNR per pixel, estimated from the spectrum (0: off)",
     )
     parser.add_argument(
         "--min-median",
         type=float,
         default=None,
-        help="degenerate at or below this median flux, in the input's units (off; 50 for HARPS ADU)",
+        help="quarantine spectra at or below this median flux, in the input's units "
+        "(default: off; 50 suits HARPS ADU)",
     )
     parser.add_argument(
-        "--min-coverage", type=float, default=0.5, help="fraction of the grid a spectrum covers"
+        "--min-coverage",
+        type=float,
+        default=0.5,
+        help="quarantine spectra covering less than this fraction of the grid",
     )
     parser.add_argument(
         "--wait",
@@ -235,8 +280,8 @@ def _add_ingest(commands) -> None:
 
 
 def _add_migrate(commands) -> None:
-    parser = commands.add_parser(
-        "migrate", help="rewrite a store in the current store format (resumable)"
+    parser = _command(
+        commands, "migrate", help="rewrite a store in the current store format (resumable)"
     )
     parser.add_argument("store", help="store folder or s3:// prefix")
     parser.add_argument(
@@ -250,19 +295,42 @@ def _add_migrate(commands) -> None:
 
 
 def _add_synth(commands) -> None:
-    parser = commands.add_parser("synth", help="generate the synthetic survey (ground truth)")
+    parser = _command(commands, "synth", help="generate the synthetic survey (ground truth)")
     parser.add_argument("--out", required=True, help="folder or s3:// prefix")
-    parser.add_argument("--stars", type=int, default=300)
-    parser.add_argument("--epochs", type=float, default=4.0, help="mean epochs per star")
-    parser.add_argument("--grid", default="demo")
+    parser.add_argument("--stars", type=int, default=300, help="stars in the survey")
+    parser.add_argument(
+        "--visits", "--epochs", dest="visits", type=float, default=4.0,
+        help="mean observations per star (--epochs is the old name)",
+    )  # fmt: skip
+    parser.add_argument("--grid", default="demo", help=GRID_HELP)
     parser.add_argument(
         "--format",
         default="parquet",
         choices=["parquet", "fits"],
         help="parquet: a ready store; fits: ADP files plus labels.csv, for `specray ingest`",
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the survey")
     parser.set_defaults(handler=_synth)
+
+
+def _show_config(args: argparse.Namespace) -> int:
+    from specray.config import DEMO_OVERRIDES, describe, load_config
+
+    defaults = DEMO_OVERRIDES if args.demo else []
+    print(describe(load_config(args.config, defaults + (args.set or []))))
+    return 0
+
+
+def _add_config(commands) -> None:
+    parser = _command(commands, "config", help="print the effective settings and their meaning")
+    parser.add_argument(
+        "--show", action="store_true", help="print every setting (the default action)"
+    )
+    parser.add_argument(
+        "--demo", action="store_true", help="start from the settings `specray demo` uses"
+    )
+    _add_config_options(parser)
+    parser.set_defaults(handler=_show_config)
 
 
 COMMANDS: list[Callable] = [
@@ -274,15 +342,27 @@ COMMANDS: list[Callable] = [
     _add_tune,
     _add_analyze,
     _add_retrain,
+    _add_config,
 ]
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("specray")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="specray",
         description="Learn what survey spectra have in common, and which learned factors are physics.",
+        formatter_class=_HelpFormatter,
     )
-    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    parser.add_argument("--version", action="version", version=f"specray {_version()}")
+    _common_options(parser, top=True)
     parser.add_argument(
         "--address",
         help="Ray cluster to join (host:port); default RAY_ADDRESS, else a new local Ray. "

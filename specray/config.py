@@ -27,10 +27,15 @@ class ModelConfig:
     """Architecture: a preset of specray.model plus optional overrides (None keeps the preset's)."""
 
     preset: str = "paper"
+    """Architecture preset: "paper" (Sedaghat et al. 2021) or "demo" (small, for laptops)."""
     latent_dim: int | None = None
+    """Latent nodes (the bottleneck size); None keeps the preset's."""
     channels: list[int] | None = None
+    """Encoder channels per convolution block (the decoder mirrors them)."""
     kernels: list[int] | None = None
+    """Convolution kernel width per block (pixels)."""
     strides: list[int] | None = None
+    """Down-sampling stride per block; spectra are padded to their product."""
 
     def overrides(self) -> dict:
         names = ("latent_dim", "channels", "kernels", "strides")
@@ -42,9 +47,13 @@ class LossConfig:
     """The disentanglement setting: KL weight beta, its warm-up (optimiser steps), normalisation."""
 
     beta: float = 0.3
+    """KL weight after the warm-up: the disentanglement pressure."""
     warmup_start: int = 5_000
+    """Optimiser step at which the KL weight starts rising from 0."""
     warmup_end: int = 20_000
+    """Optimiser step at which the KL weight reaches beta."""
     normalisation: str = "mean"
+    """"mean" (L1 per pixel, KL per node, as published) or "sum"."""
 
 
 @dataclass
@@ -52,25 +61,41 @@ class TrainConfig:
     """Optimisation, data handling and the Ray Train resources."""
 
     epochs: int = 182
+    """Passes over the training spectra (the run's total, counting resumed epochs)."""
     batch_size: int = 32
+    """Spectra per optimiser step on each worker."""
     lr: float = 1e-4
+    """Adam learning rate."""
     workers: int = 1
+    """Ray Train workers (data-parallel; one per GPU with use_gpu)."""
     use_gpu: bool = False
+    """Train on GPUs (one per worker)."""
     cpus_per_worker: float = 1.0
+    """Logical CPUs Ray reserves for each worker."""
     val_fraction: float = 0.1
+    """Fraction of the objects (stars) held out for validation."""
     balance_objects: bool = True
+    """Weight each spectrum by 1 / (its object's spectra), as the published sampler."""
     shuffle_buffer: int = 256
+    """Rows in Ray Data's local shuffle buffer (0: no shuffle)."""
     materialize_below_mb: float = 1024.0
     """Stores smaller than this are read once into Ray's object store instead of per epoch."""
     checkpoint_every: int = 1
+    """Write a checkpoint every this many epochs (and at the last)."""
     finetune_epochs: int = 5
     """Epochs added by each scheduled retrain (specray retrain) when it fine-tunes."""
     keep_checkpoints: int = 2
+    """Newest checkpoints kept in the run folder."""
     max_failures: int = 2
+    """Worker failures Ray Train recovers from (restarting from the last checkpoint)."""
     bf16: bool = True
+    """bfloat16 autocast on GPUs (ignored on CPUs)."""
     compile: bool = False
+    """torch.compile the model."""
     seed: int = 0
+    """Seed of the weights' initialisation and the data order."""
     log_every: int = 50
+    """Log the running loss every this many steps."""
     crash_once_at_epoch: int | None = None
     """Fault injection for testing recovery: one worker raises once at this epoch."""
 
@@ -80,12 +105,15 @@ class AnalysisConfig:
     """Latent-space analysis (method.md section 5)."""
 
     labels: list[str] = field(default_factory=lambda: ["rv", "teff", "logg", "feh"])
+    """Label columns to relate to the latent nodes (absent ones are skipped with a warning)."""
     live_criterion: Literal["information", "mad"] = "information"
     """Which set of live nodes is analysed: "information" (0.5 ln(1 + Var(mu)/E[sigma^2])
     above ``information_threshold`` nats; needs logvar) or "mad" (the paper's unscaled MAD
     of mu above ``dispersion_threshold``). Both are reported (specray.analysis.dispersion)."""
     information_threshold: float = 0.1
+    """Nats of information a node must pass on to count as live."""
     dispersion_threshold: float = 0.02
+    """MAD of mu above which a node counts as live by the paper's criterion."""
     permutations: int | Literal["auto"] = "auto"
     """Per node-label pair. "auto": the fewest that resolve the FDR threshold for the
     number of tests (B >= m/alpha - 1 for BH), at least 999; a number is used as given
@@ -95,12 +123,19 @@ class AnalysisConfig:
     such as 99, -99.9, 9999 lying over 10 robust sigmas from the column's other values;
     see specray.placeholders)."""
     estimator: str = "ksg"
+    """Mutual-information estimator: "ksg" (Kraskov k-NN), "copula" or "histogram"."""
     fdr: str = "bh"
+    """False-discovery-rate correction: "bh" (Benjamini-Hochberg), "by" or "none"."""
     alpha: float = 0.05
+    """Significance level after the correction."""
     ci_resamples: int = 100
+    """Half-samples for each MI interval."""
     one_per_object: bool = True
+    """Analyse each object's highest-SNR spectrum only."""
     sigma_clip: float = 5.0
+    """Clip label values this many robust sigmas (median, MAD) out; 0: off."""
     seed: int = 0
+    """Seed of the permutations, half-samples and k-NN noise."""
     complete_cases: bool = False
     """True: analyse only spectra with every label (the paper's joint NaN drop and clip);
     False: each label uses every selected spectrum that has it."""
@@ -112,6 +147,7 @@ class AnalysisConfig:
     traversal_nodes: int = 8
     """Latent traversals for at most this many informative nodes (largest spread first)."""
     encode_batch_size: int = 32
+    """Spectra per batch when encoding a store for the analysis."""
     encode_actors: int = 0
     """Encoder actors for batch inference; 0 = one per GPU, else up to half the CPUs."""
     condition: list[str] = field(default_factory=list)
@@ -143,14 +179,23 @@ class TuneConfig:
     """Ray Tune search space and scheduling."""
 
     samples: int = 8
+    """Trials in the search."""
     latent_dims: list[int] = field(default_factory=lambda: [8, 16, 32, 64, 128])
+    """Latent sizes the search chooses from."""
     beta_min: float = 0.01
+    """Smallest beta searched (log-uniform)."""
     beta_max: float = 3.0
+    """Largest beta searched."""
     normalisations: list[str] = field(default_factory=lambda: ["mean", "sum"])
+    """Loss normalisations the search chooses from."""
     searcher: str = "random"
+    """How trials are drawn: "random" or "optuna"."""
     grace_epochs: int = 1
+    """Epochs every trial runs before ASHA may stop it."""
     max_concurrent: int | None = None
+    """Trials at once; None: as many as the cluster's resources fit."""
     prefer_fewest_nodes_within: float | None = None
+    """Pick the trial with the fewest live nodes among those within this fraction of the best metric; None: the best."""
     metric: str = "val_loss"
     """What the search minimises: "val_loss" (reconstruction + beta x KL) or "val_recon"
     (reconstruction only, which does not favour small beta by construction). Both are
@@ -302,3 +347,43 @@ def load_config(path: str | None = None, overrides: list[str] | None = None) -> 
         apply(config, values or {})
     apply(config, parse_overrides(overrides or []))
     return config
+
+
+# ------------------------------------------------------------------ self-description
+
+
+def field_docs() -> dict[str, str]:
+    """``{"section.key": meaning}`` from the docstring under each field in this module."""
+    import ast
+    import inspect
+    import sys
+
+    tree = ast.parse(inspect.getsource(sys.modules[__name__]))
+    sections = {
+        type(getattr(Config(), f.name)).__name__: f.name for f in dataclasses.fields(Config)
+    }
+    docs = {}
+    for node in tree.body:
+        if not isinstance(node, ast.ClassDef) or node.name not in sections:
+            continue
+        for field_node, after in zip(node.body, node.body[1:], strict=False):
+            is_doc = isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant)
+            if isinstance(field_node, ast.AnnAssign) and is_doc:
+                name = field_node.target.id
+                docs[f"{sections[node.name]}.{name}"] = " ".join(after.value.value.split())
+    return docs
+
+
+def describe(config: Config) -> str:
+    """The effective configuration, one ``section.key = value`` line per setting, each
+    followed by its meaning: what ``specray config --show`` prints."""
+    docs = field_docs()
+    lines = []
+    for section in dataclasses.fields(Config):
+        lines.append(f"[{section.name}]")
+        values = getattr(config, section.name)
+        for item in dataclasses.fields(values):
+            key = f"{section.name}.{item.name}"
+            lines.append(f"{key} = {json.dumps(getattr(values, item.name))}")
+            lines.append(f"    {docs.get(key, '(undocumented)')}")
+    return "\n".join(lines)
