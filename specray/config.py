@@ -37,6 +37,14 @@ class ModelConfig:
     strides: list[int] | None = None
     """Down-sampling stride per block; spectra are padded to their product."""
 
+    def problem(self, key: str) -> str | None:
+        """What is wrong with setting ``key`` (beyond its type), or None."""
+        from specray.model import preset_names
+
+        if key == "preset" and self.preset not in preset_names():
+            return f"expected one of {preset_names()}, got {self.preset!r}"
+        return None
+
     def overrides(self) -> dict:
         names = ("latent_dim", "channels", "kernels", "strides")
         return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
@@ -52,7 +60,7 @@ class LossConfig:
     """Optimiser step at which the KL weight starts rising from 0."""
     warmup_end: int = 20_000
     """Optimiser step at which the KL weight reaches beta."""
-    normalisation: str = "mean"
+    normalisation: Literal["mean", "sum"] = "mean"
     """"mean" (L1 per pixel, KL per node, as published) or "sum"."""
 
 
@@ -122,9 +130,9 @@ class AnalysisConfig:
     """Label values that mean "missing" (None: the rule ingest applies too, all-nines values
     such as 99, -99.9, 9999 lying over 10 robust sigmas from the column's other values;
     see specray.placeholders)."""
-    estimator: str = "ksg"
+    estimator: Literal["ksg", "copula", "histogram"] = "ksg"
     """Mutual-information estimator: "ksg" (Kraskov k-NN), "copula" or "histogram"."""
-    fdr: str = "bh"
+    fdr: Literal["bh", "by", "none"] = "bh"
     """False-discovery-rate correction: "bh" (Benjamini-Hochberg), "by" or "none"."""
     alpha: float = 0.05
     """Significance level after the correction."""
@@ -188,7 +196,7 @@ class TuneConfig:
     """Largest beta searched."""
     normalisations: list[str] = field(default_factory=lambda: ["mean", "sum"])
     """Loss normalisations the search chooses from."""
-    searcher: str = "random"
+    searcher: Literal["random", "optuna"] = "random"
     """How trials are drawn: "random" or "optuna"."""
     grace_epochs: int = 1
     """Epochs every trial runs before ASHA may stop it."""
@@ -196,7 +204,7 @@ class TuneConfig:
     """Trials at once; None: as many as the cluster's resources fit."""
     prefer_fewest_nodes_within: float | None = None
     """Pick the trial with the fewest live nodes among those within this fraction of the best metric; None: the best."""
-    metric: str = "val_loss"
+    metric: Literal["val_loss", "val_recon"] = "val_loss"
     """What the search minimises: "val_loss" (reconstruction + beta x KL) or "val_recon"
     (reconstruction only, which does not favour small beta by construction). Both are
     compared in "mean" normalisation units (per pixel, per latent node), so trials with

@@ -79,3 +79,20 @@ def test_permutations_auto_by_default_or_a_number():
     assert (
         load_config(overrides=["train.crash_once_at_epoch=null"]).train.crash_once_at_epoch is None
     )
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("loss.normalisation=median", "loss.normalisation: expected one of ['mean', 'sum']"),
+        ("analysis.fdr=bonferroni", "analysis.fdr: expected one of ['bh', 'by', 'none']"),
+        ("analysis.estimator=mine", "analysis.estimator: expected one of"),
+        ("tune.searcher=grid", "tune.searcher: expected one of ['random', 'optuna']"),
+        ("tune.metric=loss", "tune.metric: expected one of"),
+        ("model.preset=big", "model.preset: expected one of ['demo', 'paper']"),
+    ],
+)
+def test_enumerated_choices_are_checked_when_the_config_is_loaded(override, expected):
+    with pytest.raises(ConfigError) as error:
+        load_config(overrides=[override])
+    assert expected in str(error.value)

@@ -35,7 +35,7 @@ from specray.analysis.baseline import (
     pca_l1,
     reconstruction_summary,
 )
-from specray.analysis.encode import _actor_count, check_grid
+from specray.analysis.encode import actor_count, check_grid
 from specray.data.reader import read_store
 from specray.data.store import StoreError, open_store
 
@@ -143,7 +143,7 @@ def pca_baseline_pass(
         _Scorer,
         fn_constructor_kwargs={"pca": pca, "checkpoint": checkpoint, "use_gpu": use_gpu},
         batch_size=batch_size, batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=_actor_count(actors, use_gpu)),
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actor_count(actors, use_gpu)),
         num_cpus=1, num_gpus=1 if use_gpu else 0,
     )  # fmt: skip
     parts: dict[str, list[np.ndarray]] = {}

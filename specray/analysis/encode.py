@@ -90,7 +90,7 @@ class _Encoder:
         return batch
 
 
-def _actor_count(requested: int, use_gpu: bool) -> int:
+def actor_count(requested: int, use_gpu: bool) -> int:
     import ray
 
     if requested > 0:
@@ -129,7 +129,7 @@ def encode_store(
 
     ensure_ray()
     use_gpu = ray.cluster_resources().get("GPU", 0) > 0
-    n_actors = _actor_count(actors, use_gpu)
+    n_actors = actor_count(actors, use_gpu)
     log.info(
         "encoding %s with %s: %d actor(s)%s, batch %d",
         store_uri, meta["checkpoint"], n_actors, " on GPU" if use_gpu else "", batch_size,

@@ -322,3 +322,29 @@ def reconstruction_figure(wavelength: np.ndarray, examples: Mapping) -> bytes:
         bottom.set_ylabel("resid. / noise", fontsize=7)
     axes[-1, 0].set_xlabel("wavelength [A]")
     return to_png(fig)
+
+
+def sensitivity_figure(
+    wavelength: np.ndarray,
+    sensitivity: np.ndarray,
+    nodes: Sequence[int],
+    lines: Sequence[tuple[str, float]],
+) -> bytes:
+    """One panel per live node: the decoder's mean sensitivity to it along the spectrum,
+    with the strong lines on the grid marked (dotted, named in the top panel)."""
+    k = len(nodes)
+    fig, axes = plt.subplots(
+        k, 1, figsize=(10, 1.6 * k + 0.8), sharex=True, squeeze=False, layout="constrained"
+    )
+    shown = [(name, w) for name, w in lines if wavelength[0] <= w <= wavelength[-1]]
+    for i, node in enumerate(nodes):
+        ax = axes[i, 0]
+        ax.plot(wavelength, sensitivity[i], color="tab:red", linewidth=0.5)
+        ax.set_ylabel(f"z{node}", fontsize=8)
+        for name, w in shown:
+            ax.axvline(w, color="k", linestyle=":", linewidth=0.6)
+            if i == 0:
+                ax.text(w, 1.02, name, transform=ax.get_xaxis_transform(), fontsize=6,
+                        ha="center", va="bottom")  # fmt: skip
+    axes[-1, 0].set_xlabel("wavelength [A]")
+    return to_png(fig)

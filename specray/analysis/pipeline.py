@@ -106,6 +106,9 @@ Outputs in ``out`` (a folder or ``s3://`` prefix; each file written atomically):
     provenance         {versions, python, platform, training_config, data_fingerprint,
                         trained_on, store: {uri, format_version, n_spectra,
                         n_quarantined, preprocessing}}
+    node_wavelengths   {method, nodes: {node: {mean, peak_wavelengths, share_near_lines:
+                        {line: fraction}}}} or null: what each live node reads
+                        (:mod:`specray.analysis.wavelengths`; needs the model)
     verdict            {status: fit | caution | not fit, checks: [{check, status
                         (ok, caution, problem, unknown), message}]}: is the model fit to
                         interpret (:mod:`specray.analysis.diagnosis`)
@@ -734,6 +737,7 @@ def analyze(
     attribution = attribution_for_analysis(mu, sel.labels, informative, kinds, cfg, notes)
     figures = _figures(table, sel, cfg, tests, histogram, independence, decoder, notes)
     baseline = _baseline(table, sel, informative, data, decoder, cfg, notes, figures)
+    node_wavelengths = _node_wavelengths(table, sel, informative, decoder, cfg, notes, figures)
     snr = table.columns.get("snr")
     diagnosis_record, diagnosis_figures = diagnose(
         data or table.info.get("store"), decoder, table.ids[sel.rows],
@@ -779,6 +783,7 @@ def analyze(
         "histogram_mi": histogram,
         "anomalies": _anomalies(table, informative, cfg),
         "baseline": baseline,
+        "node_wavelengths": node_wavelengths,
         "permutations": {
             "requested": cfg.permutations or "auto",
             "floor": 1 / (rows[0]["permutations"] + 1) if rows else None,
@@ -935,6 +940,26 @@ def _baseline(table, sel, informative, data, decoder, cfg, notes, figures) -> di
         )
         figures["baseline"] = (fig.baseline_figure(_clean(record)), caption)
     return record
+
+
+def _node_wavelengths(table, sel, informative, decoder, cfg, notes, figures) -> dict | None:
+    """What each live node reads (:mod:`specray.analysis.wavelengths`); adds the figure."""
+    from specray.analysis.wavelengths import STRONG_LINES, node_sensitivity, summarise
+
+    if not decoder or not informative or table.grid is None:
+        if informative:
+            notes.append("what each node reads needs the model and the grid: not computed")
+        return None
+    mu = table.mu[sel.rows]
+    sensitivity = node_sensitivity(decoder, mu, informative, cfg.encode_actors)
+    wavelength = table.grid.wavelength[: sensitivity.shape[1]]
+    figures["node_wavelengths"] = (
+        fig.sensitivity_figure(wavelength, sensitivity, informative, STRONG_LINES),
+        "What each live node reads: the decoder's mean |d flux / d z_j| times the node's "
+        f"spread over the {len(mu)} analysed spectra, along the spectrum; strong lines "
+        "dotted. An RV node reads every line; a Teff node the Balmer lines and the continuum.",
+    )
+    return summarise(wavelength, sensitivity, informative)
 
 
 def _pick(rows: list[dict], node: int, label: str) -> dict:

@@ -385,6 +385,29 @@ def _baseline(r: dict, figures) -> str:
     return text + figure_html("baseline", figures)
 
 
+def _wavelengths(r: dict, figures) -> str:
+    record = r.get("node_wavelengths")
+    if not record:
+        return "<p>Not computed: it needs the model and at least one live node.</p>"
+    rows = []
+    for node, entry in record["nodes"].items():
+        lines = sorted(
+            ((share, name) for name, share in entry["share_near_lines"].items() if share),
+            reverse=True,
+        )[:3]
+        rows.append((
+            f"z{node}", num(entry["mean"], 3),
+            esc(", ".join(f"{w:.1f}" for w in entry["peak_wavelengths"])),
+            esc(", ".join(f"{name} {share:.0%}" for share, name in lines) or "-"),
+        ))  # fmt: skip
+    header = ["node", "mean sensitivity", "strongest pixels [A]", "share within 3 A of"]
+    return (
+        f"<p>{esc(record['method'])}.</p>"
+        + figure_html("node_wavelengths", figures)
+        + table_html(header, rows, left=1)
+    )
+
+
 def _independence(r: dict, figures) -> str:
     ind = r["node_independence"]
     if not ind:
@@ -452,6 +475,7 @@ def render_report(result: dict, figures: Mapping[str, tuple[bytes, str]]) -> str
         ("Are the informative nodes independent?", _independence(r, figures)),
         ("Anomalous spectra", _anomalies(r)),
         ("Latent traversals", traversals),
+        ("What each node reads", _wavelengths(r, figures)),
         ("Caveats and warnings", _caveats(r)),
         ("Provenance", _provenance(r)),
     ]

@@ -100,11 +100,11 @@ def format_pvalue(p: float | None, at_floor: bool = False, digits: int = 3) -> s
 
 
 def adjust_pvalues(p: ArrayLike, method: str = "bh") -> FloatArray:
-    """Benjamini-Hochberg (``"bh"``) or Benjamini-Yekutieli (``"by"``) adjusted p-values.
+    """Benjamini-Hochberg (``"bh"``) or Benjamini-Yekutieli (``"by"``) adjusted p-values
+    over all entries (any shape), by ``scipy.stats.false_discovery_control``; ``"none"``
+    returns the p-values unchanged."""
+    from scipy.stats import false_discovery_control
 
-    Same values as ``scipy.stats.false_discovery_control`` (any shape; adjusted over all
-    entries). ``"none"`` returns the p-values unchanged.
-    """
     arr = np.asarray(p, dtype=np.float64)
     if method not in FDR_METHODS:
         raise ValueError(f"unknown FDR method {method!r}; choose from {FDR_METHODS}")
@@ -112,16 +112,8 @@ def adjust_pvalues(p: ArrayLike, method: str = "bh") -> FloatArray:
         raise ValueError("p-values must be finite and within [0, 1]")
     if method == "none" or arr.size == 0:
         return arr.copy()
-    flat = arr.ravel()
-    m = flat.size
-    order = np.argsort(flat, kind="stable")
-    scaled = flat[order] * m / np.arange(1, m + 1)
-    if method == "by":
-        scaled *= np.sum(1.0 / np.arange(1, m + 1))
-    scaled = np.minimum.accumulate(scaled[::-1])[::-1]
-    out = np.empty(m)
-    out[order] = np.minimum(scaled, 1.0)
-    return out.reshape(arr.shape)
+    adjusted = false_discovery_control(arr.ravel(), method=method)
+    return np.asarray(adjusted, dtype=np.float64).reshape(arr.shape)
 
 
 def _fdr_factor(n_tests: int, fdr: str) -> float:

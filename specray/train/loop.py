@@ -97,13 +97,43 @@ def _maybe_crash(config: Config, run_uri: str, epoch: int, step_in_epoch: int) -
     raise RuntimeError(f"injected crash at epoch {epoch} (train.crash_once_at_epoch)")
 
 
+class _EpochClock:
+    """Where an epoch's time went: waiting for batches (the data path) or in steps."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.waiting = 0.0
+
+    def timed(self, batches):
+        """``batches``, adding the time each took to arrive to ``waiting``."""
+        iterator = iter(batches)
+        while True:
+            asked = time.monotonic()
+            try:
+                item = next(iterator)
+            except StopIteration:
+                return
+            self.waiting += time.monotonic() - asked
+            yield item
+
+    def summary(self, samples: int) -> dict:
+        """data_wait_s, step_s (seconds) and samples_per_s (this worker's training rate)."""
+        total = time.monotonic() - self.started
+        return {
+            "data_wait_s": round(self.waiting, 3),
+            "step_s": round(total - self.waiting, 3),
+            "samples_per_s": round(samples / total, 2) if total > 0 else None,
+        }
+
+
 def _train_epoch(model, optimizer, shard, config: Config, state, device, run_uri) -> dict:
     model.train()
     totals = np.zeros(3)
     batches = 0
     seed = config.train.seed + state.epoch
-    for flux, mask, weight in _batches(
-        shard, config.train.batch_size, device, config.train.shuffle_buffer, seed
+    clock = _EpochClock()
+    for flux, mask, weight in clock.timed(
+        _batches(shard, config.train.batch_size, device, config.train.shuffle_buffer, seed)
     ):
         _maybe_crash(config, run_uri, state.epoch, batches)
         w = kl_weight(
@@ -128,7 +158,8 @@ def _train_epoch(model, optimizer, shard, config: Config, state, device, run_uri
             f"no full training batch on this worker: too few spectra for batch size "
             f"{config.train.batch_size}; use a smaller --set train.batch_size"
         )
-    return dict(zip(("train_loss", "recon", "kl"), totals / batches, strict=True))
+    metrics = dict(zip(("train_loss", "recon", "kl"), totals / batches, strict=True))
+    return metrics | clock.summary(batches * config.train.batch_size)
 
 
 @torch.no_grad()

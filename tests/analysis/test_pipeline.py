@@ -12,6 +12,7 @@ import torch
 from specray import schema
 from specray.analysis.encode import GridMismatchError
 from specray.analysis.pipeline import LatentTable, analyze, select
+from specray.analysis.wavelengths import decoder_sensitivity, node_sensitivity
 from specray.cli import main
 from specray.config import AnalysisConfig, Config, load_config
 from specray.data.store import open_or_create_store, open_store
@@ -275,6 +276,21 @@ def test_end_to_end_from_a_trained_checkpoint(trained, tmp_path):
     )
     assert all(sigma > 0 for sigma in examples["robust_residual_sigma"])
     assert {"training", "reconstruction"} <= names
+    # What each node reads: the Ray Data actors give the decoder's direct sensitivity.
+    live = result["informative_nodes"]
+    assert "node_wavelengths" in names and set(result["node_wavelengths"]["nodes"]) == {
+        str(j) for j in live
+    }
+    best = {}
+    for row, obj in enumerate(table["object"].to_pylist()):
+        if table["snr"][row].as_py() > best.get(obj, (-np.inf, 0))[0]:
+            best[obj] = (table["snr"][row].as_py(), row)
+    chosen = mu[sorted(row for _, row in best.values())]
+    direct = decoder_sensitivity(model, chosen, live, chosen[:, live].std(axis=0)) / len(chosen)
+    via_ray = node_sensitivity(run, chosen, live)
+    np.testing.assert_allclose(via_ray, direct, rtol=1e-4, atol=1e-7)
+    for j, row in zip(live, direct, strict=True):
+        assert result["node_wavelengths"]["nodes"][str(j)]["mean"] == pytest.approx(row.mean())
     prov = result["provenance"]
     assert all(prov["versions"][name] for name in ("specray", "torch", "ray", "numpy"))
     assert prov["store"]["n_spectra"] == 80 and prov["training_config"] == meta["config"]

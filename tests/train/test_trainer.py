@@ -18,7 +18,8 @@ FAST = TOY_MODEL + [
     "loss.warmup_start=10",
     "loss.warmup_end=40",
 ]
-REQUIRED = {"epoch", "step", "train_loss", "val_loss", "recon", "kl", "active_nodes"}
+REQUIRED = {"epoch", "step", "train_loss", "val_loss", "recon", "kl", "active_nodes",
+            "data_wait_s", "step_s", "samples_per_s"}  # fmt: skip
 
 
 def test_two_workers_learn_checkpoint_survive_a_crash_and_resume(tmp_path):
@@ -39,6 +40,11 @@ def test_two_workers_learn_checkpoint_survive_a_crash_and_resume(tmp_path):
     assert all(set(entry) >= REQUIRED for entry in history)
     assert (tmp_path / "run" / ".crash-injected").exists()
     assert history[-1]["val_loss"] < history[0]["val_loss"]
+    for entry in history:  # where the time went: waiting plus stepping fit in the epoch
+        assert entry["data_wait_s"] >= 0 and entry["step_s"] > 0
+        assert entry["data_wait_s"] + entry["step_s"] <= entry["seconds"] + 0.01
+        trained = entry["samples_per_s"] * (entry["data_wait_s"] + entry["step_s"])
+        assert trained == pytest.approx(history[0]["step"] * 16, rel=0.02)  # steps x batch
     steps_per_epoch = history[0]["step"]
     assert [entry["step"] for entry in history] == [steps_per_epoch * k for k in (1, 2, 3)]
     model, meta = load_trained_model(run)
