@@ -29,12 +29,10 @@ from specray.data.shards import (
 )
 from specray.data.store import Store, now, writing_store
 from specray.runtime import ensure_ray
-from specray.spectra.fits import SpectrumFileError, read_spectrum, spectrum_id
+from specray.spectra.fits import FITS_SUFFIXES, SpectrumFileError, read_spectrum, spectrum_id
 from specray.spectra.grid import DEFAULT_MIN_SNR, DegenerateSpectrum, Grid, named_grid, prepare
 
 log = logging.getLogger(__name__)
-
-FITS_SUFFIXES = (".fits", ".fits.gz", ".fit", ".fit.gz", ".fts")
 
 
 @dataclass

@@ -101,7 +101,9 @@ _AIRM_END = "HIERARCH ESO TEL AIRM END"
 _ORDER_SN = "HIERARCH ESO DRS SPE EXT SN{}"
 _N_ORDERS_MAX = 200  # per-order S/N keywords are looked up until the first gap
 _DRS_MARKER = "HIERARCH ESO DRS VERSION"
-_SUFFIXES = (".fits.gz", ".fit.gz", ".fts.gz", ".fits", ".fit", ".fts")
+FITS_SUFFIXES = (".fits.gz", ".fit.gz", ".fts.gz", ".fits", ".fit", ".fts")
+"""File names read as FITS (ingest lists these; ids drop them). Compressed first, so the
+longest suffix is removed."""
 _GZIP_MAGIC = b"\x1f\x8b"
 _FITS_MAGIC = b"SIMPLE  ="
 #: Wavelength units understood (lower case, spaces removed) -> factor to Angstrom.
@@ -215,7 +217,7 @@ def spectrum_id(filename: str) -> str:
     """File name without directories and without a FITS suffix (case-insensitive)."""
     base = filename.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
     lower = base.lower()
-    for suffix in _SUFFIXES:
+    for suffix in FITS_SUFFIXES:
         if lower.endswith(suffix):
             return base[: -len(suffix)]
     return base

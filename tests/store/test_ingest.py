@@ -178,3 +178,16 @@ def test_s3_to_s3_ingest_through_a_real_endpoint(s3_bucket, tmp_path):
     assert store.shard_uris()[0].startswith(f"{store_uri}/shards/part-")
     rerun = ingest(f"{s3_bucket}/raw", store_uri, grid="harps")
     assert (rerun.ingested, rerun.skipped, rerun.still_quarantined) == (0, 2, 1)
+
+
+def test_every_suffix_the_reader_accepts_is_listed_and_named_alike(tmp_path):
+    from specray.data.ingest import list_inputs
+    from specray.spectra.fits import FITS_SUFFIXES, spectrum_id
+
+    for k, suffix in enumerate(FITS_SUFFIXES):
+        (tmp_path / f"star{k}{suffix.upper() if k % 2 else suffix}").write_bytes(b"")
+    (tmp_path / "notes.txt").write_text("not a spectrum")
+    (tmp_path / "star.fits.bak").write_bytes(b"")
+    listed = sorted(entry.uri.rsplit("/", 1)[-1] for entry in list_inputs(str(tmp_path)))
+    assert len(listed) == len(FITS_SUFFIXES) and not any(".txt" in n or ".bak" in n for n in listed)
+    assert sorted(spectrum_id(name) for name in listed) == [f"star{k}" for k in range(6)]
