@@ -145,10 +145,9 @@ def _nodes_check(result: dict) -> dict:
     return _check("live_nodes", "ok", text)
 
 
-def _dependence_check(independence: dict | None) -> dict:
-    if not independence:
-        return _check("independence", "unknown", "fewer than two live nodes, or too few "
-                      "spectra, to estimate their dependence")  # fmt: skip
+def most_dependent_pair(independence: dict) -> tuple[float, int, int] | None:
+    """(MI in nats, node, node) of the most dependent pair in a ``node_independence``
+    record, or None when no pair was estimated."""
     nodes, matrix = independence["nodes"], independence["mi"]
     pairs = [
         (matrix[i][j], nodes[i], nodes[j])
@@ -156,9 +155,17 @@ def _dependence_check(independence: dict | None) -> dict:
         for j in range(i + 1, len(nodes))
         if matrix[i][j] is not None
     ]
-    if not pairs:
+    return max(pairs) if pairs else None
+
+
+def _dependence_check(independence: dict | None) -> dict:
+    if not independence:
+        return _check("independence", "unknown", "fewer than two live nodes, or too few "
+                      "spectra, to estimate their dependence")  # fmt: skip
+    pair = most_dependent_pair(independence)
+    if pair is None:
         return _check("independence", "unknown", "no pair of live nodes could be compared")
-    top, a, b = max(pairs)
+    top, a, b = pair
     text = f"largest MI between two live nodes: z{a}-z{b}, {top:.2f} nat"
     if top > DEPENDENT_PROBLEM:
         return _check("independence", "problem", text + ": they encode one factor twice")

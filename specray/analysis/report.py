@@ -16,6 +16,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from specray.analysis.diagnosis import most_dependent_pair
 from specray.analysis.significance import format_pvalue
 
 STYLE = """
@@ -412,16 +413,10 @@ def _independence(r: dict, figures) -> str:
     ind = r["node_independence"]
     if not ind:
         return "<p>Fewer than two informative nodes: nothing to compare.</p>"
-    nodes, mat = ind["nodes"], ind["mi"]
-    pairs = [
-        (mat[i][j], nodes[i], nodes[j])
-        for i in range(len(nodes))
-        for j in range(i + 1, len(nodes))
-        if mat[i][j] is not None
-    ]
+    pair = most_dependent_pair(ind)
     text = figure_html("independence", figures)
-    if pairs:
-        top, a, b = max(pairs)
+    if pair is not None:
+        top, a, b = pair
         text += f"<p>Largest MI between two informative nodes: z{a}-z{b}, {top:.3f} nat.</p>"
     return text
 
