@@ -161,6 +161,8 @@ def _analyze(args: argparse.Namespace) -> int:
     overrides = []
     if args.labels:
         overrides.append(f"analysis.labels=[{args.labels}]")
+    if args.condition:
+        overrides.append(f"analysis.condition=[{args.condition}]")
     if args.permutations is not None:
         overrides.append(f"analysis.permutations={args.permutations}")
     if args.seed is not None:
@@ -184,6 +186,11 @@ def _add_analyze(commands) -> None:
     parser.add_argument(
         "--labels",
         help="comma-separated label columns (default: analysis.labels, rv,teff,logg,feh)",
+    )
+    parser.add_argument(
+        "--condition",
+        help="comma-separated nuisance labels (e.g. snr,airmass) every attribution estimate "
+        "is conditioned on (default: analysis.condition, none)",
     )
     parser.add_argument(
         "--permutations",

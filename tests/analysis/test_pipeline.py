@@ -363,3 +363,18 @@ def test_label_kinds_and_attribution_in_analysis_json(tmp_path):
     assert attribution["labels"]["flag"]["verdict"]["status"] == "none"
     page = (tmp_path / "out" / "report.html").read_text()
     assert "exclusive attribution" in page and "categorical" in page
+
+    # The same from the command line, conditioned on the nuisance label: flag is given,
+    # not attributed, and the nodes keep their labels.
+    out = tmp_path / "conditioned"
+    args = ["analyze", "--latents", str(path), "--out", str(out), "--labels", "teff,sptype",
+            "--condition", "flag", "--permutations", "120",
+            "--set", "analysis.ci_resamples=10", "--set", "analysis.screen=false",
+            "--set", "analysis.anomalies=0", "--set", "analysis.attribution_permutations=120",
+            "--set", "analysis.label_kinds={teff: continuous}"]  # fmt: skip
+    assert main(args) == 0
+    given = json.loads((out / "analysis.json").read_text())
+    assert given["attribution"]["condition"] == ["flag"]
+    assert set(given["attribution"]["labels"]) == {"teff", "sptype"}
+    nodes = {label: (hit or {}).get("node") for label, hit in given["label_nodes"].items()}
+    assert nodes == {"teff": 3, "sptype": 1}
