@@ -238,8 +238,10 @@ def train_loop_per_worker(loop_config: dict) -> None:
         if rank == 0:
             storage.write_jsonl(storage.join(run_uri, METRICS_FILE), state.history)
             log.info(
-                "epoch %d/%d step %d train_loss %.5f val_loss %.5f active_nodes %d (%.1f s)",
+                "epoch %d/%d step %d train_loss %.5f val_loss %.5f active_nodes %d (%.1f s; "
+                "%.0f spectra/s, %.1f s waiting for data)",
                 state.epoch, config.train.epochs, state.step, metrics["train_loss"],
                 metrics["val_loss"], metrics["active_nodes"], metrics["seconds"],
+                metrics["samples_per_s"] or 0.0, metrics["data_wait_s"],
             )  # fmt: skip
         _report(model, optimizer, state, metrics, config, meta, state.epoch == config.train.epochs)
