@@ -472,17 +472,7 @@ def assess_nodes(
             "so no node-label pair was tested"
         )
     screen = _screen(mu, labels, cfg, notes) if cfg.screen and labels else None
-    for pair in screen["pairs"] if screen else []:
-        if pair["significant"] and pair["node"] not in informative:
-            j = pair["node"]
-            measure = f"MAD {mad[j]:.3g}" if information is None else (
-                f"{information[j]:.3g} nat, MAD {mad[j]:.3g}"
-            )  # fmt: skip
-            notes.append(
-                f"node {j} is not live by the {analysed} criterion ({measure}) but the "
-                "copula screen finds it related to "
-                f"{pair['label']} (MI {pair['mi']:.3f} nat, adjusted p {pair['p_adjusted']:.3g})"
-            )
+    _note_screened_nodes(screen, informative, mad, information, analysed, notes)
     rows: list[dict] = []
     if informative and labels:
         rows = _significance(
@@ -493,6 +483,26 @@ def assess_nodes(
     if cfg.estimator == "histogram":
         notes.append("histogram MI is biased upward (~(bins-1)^2/(2n) nat); prefer ksg")
     return NodeTests(mad, informative, kl, screen, rows, information, sets)
+
+
+def _note_screened_nodes(screen, informative, mad, information, analysed, notes) -> None:
+    """One caveat per node that is not live but that the copula screen relates to labels."""
+    related: dict[int, list[dict]] = {}
+    for pair in screen["pairs"] if screen else []:
+        if pair["significant"] and pair["node"] not in informative:
+            related.setdefault(pair["node"], []).append(pair)
+    for j, pairs in sorted(related.items()):
+        measure = f"MAD {mad[j]:.3g}" if information is None else (
+            f"{information[j]:.3g} nat, MAD {mad[j]:.3g}"
+        )  # fmt: skip
+        found = ", ".join(
+            f"{p['label']} (MI {p['mi']:.3f} nat, adjusted p {p['p_adjusted']:.3g})"
+            for p in sorted(pairs, key=lambda p: -p["mi"])
+        )
+        notes.append(
+            f"node {j} is not live by the {analysed} criterion ({measure}) but the copula "
+            f"screen finds it related to {found}"
+        )
 
 
 def _requested_permutations(cfg: AnalysisConfig) -> int | None:

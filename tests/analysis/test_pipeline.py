@@ -378,3 +378,20 @@ def test_label_kinds_and_attribution_in_analysis_json(tmp_path):
     assert set(given["attribution"]["labels"]) == {"teff", "sptype"}
     nodes = {label: (hit or {}).get("node") for label, hit in given["label_nodes"].items()}
     assert nodes == {"teff": 3, "sptype": 1}
+
+
+def test_a_screened_node_gets_one_caveat_naming_all_its_labels():
+    from specray.analysis.pipeline import _note_screened_nodes
+
+    pair = {"significant": True, "p_adjusted": 0.001}
+    screen = {"pairs": [
+        {**pair, "node": 11, "label": "rv", "mi": 0.2},
+        {**pair, "node": 11, "label": "teff", "mi": 0.4},
+        {**pair, "node": 2, "label": "teff", "mi": 0.9},  # live: no caveat
+        {**pair, "node": 5, "label": "feh", "mi": 0.3, "significant": False},
+    ]}  # fmt: skip
+    notes = []
+    mad, information = np.full(12, 0.01), np.full(12, 0.02)
+    _note_screened_nodes(screen, [2, 7], mad, information, "information", notes)
+    assert len(notes) == 1 and notes[0].startswith("node 11 is not live by the information")
+    assert notes[0].index("teff (MI 0.400") < notes[0].index("rv (MI 0.200")
