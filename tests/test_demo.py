@@ -54,6 +54,14 @@ def test_demo_finds_an_rv_node_and_a_teff_node_and_summarises(tmp_path, capsys):
     # A handful of live nodes by posterior information, as in the paper (6 of 128).
     assert 3 <= len(analysis["informative_nodes"]) <= 8
     assert analysis["baseline"] is not None  # compared with PCA at equal dimension
+    # The report judges its own model before concluding: every check ran on the demo
+    # (training history, reconstruction, live nodes, dependence, significance).
+    checks = {c["check"]: c["status"] for c in analysis["verdict"]["checks"]}
+    assert "unknown" not in checks.values(), checks
+    assert "verdict: " in printed
+    assert set(analysis["node_wavelengths"]["nodes"]) == {
+        str(j) for j in analysis["informative_nodes"]
+    }
 
     assert len(list((out / "raw").glob("*.fits"))) > 300
     assert (out / "store" / "manifest.jsonl").exists()
