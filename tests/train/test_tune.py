@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from specray.config import load_config
+from specray.config import ConfigError, load_config
 from specray.data.store import open_store
 from specray.train.checkpoint import load_trained_model
 from specray.train.trainer import read_history
@@ -85,8 +85,6 @@ def test_sum_normalisation_losses_are_put_in_mean_units():
     [
         ("tune.beta_min=0", "beta_min"),
         ("tune.normalisations=[median]", "normalisations"),
-        ("tune.searcher=grid", "searcher"),
-        ("tune.metric=accuracy", "metric"),
         ("tune.grace_epochs=9", "grace_epochs"),
         ("tune.latent_dims=[]", "latent_dims"),
     ],
@@ -94,6 +92,13 @@ def test_sum_normalisation_losses_are_put_in_mean_units():
 def test_impossible_searches_are_refused_before_ray_starts(override, message):
     with pytest.raises(TuneSetupError, match=message):
         check_tune_config(load_config(overrides=["train.epochs=3", override]))
+
+
+@pytest.mark.parametrize("override", ["tune.searcher=grid", "tune.metric=accuracy"])
+def test_unknown_search_choices_are_refused_when_the_config_is_loaded(override):
+    key = override.split("=")[0]
+    with pytest.raises(ConfigError, match=rf"{key}: expected one of"):
+        load_config(overrides=["train.epochs=3", override])
 
 
 def test_optuna_searcher_needs_the_optional_extra(monkeypatch, tmp_path):
