@@ -143,10 +143,11 @@ def read_spectra(store: Store, ids: list[str], columns: tuple[str, ...] = ("snr"
     ``ids``; an id the store does not hold is a :class:`StoreError`. Reads every shard that
     holds one of them in full, so keep ``ids`` to a handful.
     """
+    asked = set(ids)
     shard_of = {
         entry["id"]: entry["shard"]
         for entry in store.manifest
-        if entry.get("status") == "ingested" and entry["id"] in set(ids)
+        if entry.get("status") == "ingested" and entry["id"] in asked
     }
     missing = [name for name in ids if name not in shard_of]
     if missing:
@@ -158,8 +159,8 @@ def read_spectra(store: Store, ids: list[str], columns: tuple[str, ...] = ("snr"
         table = pq.read_table(path, filesystem=fs, columns=["id", "flux", "mask", *columns])
         parts.append(table.filter(pc.is_in(table["id"], value_set=wanted)))
     table = pa.concat_tables(parts)
-    order = [table["id"].to_pylist().index(name) for name in ids]
-    table = table.take(order)
+    position = {name: row for row, name in enumerate(table["id"].to_pylist())}
+    table = table.take([position[name] for name in ids])
     out = {name: table[name].to_numpy() for name in ("id", *columns)}
     out["flux"] = schema.decode_flux(table["flux"]).astype(np.float32)
     out["mask"] = schema.decode_mask(table["mask"], store.grid.length).astype(np.uint8)
