@@ -967,7 +967,8 @@ def _node_wavelengths(table, sel, informative, decoder, cfg, notes, figures) -> 
         fig.sensitivity_figure(wavelength, sensitivity, informative, STRONG_LINES),
         "What each live node reads: the decoder's mean |d flux / d z_j| times the node's "
         f"spread over the {len(mu)} analysed spectra, along the spectrum; strong lines "
-        "dotted. An RV node reads every line; a Teff node the Balmer lines and the continuum.",
+        "dotted. A node that tracks a Doppler shift reads every line; one that tracks Teff "
+        "mostly the Balmer lines and the continuum (what the synthetic survey's nodes show).",
     )
     return summarise(wavelength, sensitivity, informative)
 
