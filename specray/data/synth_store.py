@@ -33,7 +33,13 @@ LABELS_FILE = "labels.csv"
 STARS_PER_TASK = 16
 WRITTEN = "_written"
 """Bookkeeping column of the FITS route: whether a file was (re)written this run."""
-TABLE_COLUMNS = ("id", "object") + schema.META_COLUMNS + schema.LABEL_COLUMNS + ("defect",)
+SYNTHETIC_LABELS = ("pwv", "tilt")
+"""Factors only the generator knows (precipitable water vapour in mm, chromatic tilt in
+ln flux per 1,000 A), stored as extra labels so an analysis can test whether a node tracks
+them. ``labels.csv`` carries them too (and the injected ``defect``, a string)."""
+TABLE_COLUMNS = (
+    ("id", "object") + schema.META_COLUMNS + schema.LABEL_COLUMNS + SYNTHETIC_LABELS + ("defect",)
+)
 
 
 def _star_ranges(n_stars: int) -> list[dict]:
@@ -115,7 +121,11 @@ def synthesize(
     if fmt != "parquet":
         raise ValueError(f"--format must be parquet or fits, got {fmt!r}")
     with writing_store(
-        out, grid, purpose="a synthetic-survey writer", preprocessing=Preprocessing().record()
+        out,
+        grid,
+        purpose="a synthetic-survey writer",
+        extra_labels=SYNTHETIC_LABELS,
+        preprocessing=Preprocessing().record(),
     ) as store:
         store.remove_orphan_shards()
         if store.n_spectra():

@@ -32,8 +32,13 @@ def test_fits_route_and_parquet_route_give_the_same_store(tmp_path, capsys):
     flux_a = schema.decode_flux(a["flux"]).astype(np.float32)
     flux_b = schema.decode_flux(b["flux"]).astype(np.float32)
     np.testing.assert_allclose(flux_a, flux_b, atol=2e-3)  # float16 steps near 1
-    for column in ("rv", "teff", "logg", "feh", "vsini", "berv", "snr"):
+    for column in ("rv", "teff", "logg", "feh", "vsini", "berv", "snr", "pwv", "tilt"):
         np.testing.assert_allclose(a[column].to_numpy(), b[column].to_numpy(), rtol=1e-6)
+    # The generator-only factors reach both stores from the generator's own values.
+    truth = {row["id"]: (float(row["pwv"]), float(row["tilt"])) for row in rows}
+    stored = zip(a["id"].to_pylist(), a["pwv"].to_pylist(), a["tilt"].to_pylist(), strict=True)
+    assert all(truth[i] == pytest.approx((pwv, tilt)) for i, pwv, tilt in stored)
+    assert np.std(a["tilt"].to_numpy()) > 0.01  # varied per epoch, not a constant fill
     quarantined = {record["id"] for record in open_store(str(ingested)).quarantine}
     assert quarantined == defective
     assert main(["synth", "--out", str(direct), "--format", "parquet", *common]) == 0
