@@ -7,6 +7,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
+import specray
 from specray.errors import SpecrayError
 
 log = logging.getLogger("specray")
@@ -353,22 +354,13 @@ COMMANDS: list[Callable] = [
 ]
 
 
-def _version() -> str:
-    from importlib import metadata
-
-    try:
-        return metadata.version("specray")
-    except metadata.PackageNotFoundError:
-        return "unknown (not installed)"
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="specray",
         description="Learn what survey spectra have in common, and which learned factors are physics.",
         formatter_class=_HelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"specray {_version()}")
+    parser.add_argument("--version", action="version", version=f"specray {specray.__version__}")
     _common_options(parser, top=True)
     parser.add_argument(
         "--address",

@@ -51,6 +51,8 @@ from scipy.spatial import cKDTree
 from scipy.special import digamma, ndtri
 
 METHODS = ("ksg", "copula", "histogram")
+DEFAULT_METHOD = "ksg"
+"""The estimator every entry point uses unless told otherwise (analysis.estimator too)."""
 MIN_SAMPLES = 10
 DEFAULT_BINNINGS = (5, 10, 20, 40, 80, 160)
 _OPTIONS = {
@@ -281,7 +283,7 @@ class Estimator:
         return out
 
 
-def make_estimator(method: str = "ksg", **options: object) -> Estimator:
+def make_estimator(method: str = DEFAULT_METHOD, **options: object) -> Estimator:
     """Build an :class:`Estimator`, rejecting options that do not apply to ``method``."""
     if method not in METHODS:
         raise ValueError(f"unknown MI method {method!r}; choose from {METHODS}")
@@ -294,13 +296,28 @@ def make_estimator(method: str = "ksg", **options: object) -> Estimator:
     return Estimator(method=method, **options)  # type: ignore[arg-type]
 
 
-def mutual_information(x: ArrayLike, y: ArrayLike, method: str = "ksg", **options: object) -> float:
-    """Mutual information I(x; y) in nats between two paired 1-D samples.
+def mutual_information(
+    x: ArrayLike, y: ArrayLike, method: str = DEFAULT_METHOD, **options: object
+) -> float | FloatArray:
+    """Mutual information I(x; y) in nats between paired samples.
 
+    ``x`` is one variable (1-D, n values) or a node matrix (n, d): then the result is the
+    d values I(x[:, j]; y), one per column, each estimated exactly as the 1-D call would.
     ``method`` is ``"ksg"`` (options ``k=3, copula=True, clip=False, seed=0``),
     ``"copula"`` (``seed``) or ``"histogram"`` (``bins=40``); see the module docstring.
+
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(2000, 2))
+    >>> y = x[:, 0] + 0.5 * rng.normal(size=2000)   # true I = 0.5 ln 5 = 0.80 nat
+    >>> np.round(mutual_information(x, y), 1)
+    array([0.8, 0. ])
     """
     est = make_estimator(method, **options)
+    if np.ndim(x) == 2:
+        mat = as_matrix(x)
+        _, ya = check_pair(mat[:, 0], y, est.min_samples)
+        ty = est.prepare(ya)
+        return np.array([est.estimate(est.prepare(column), ty) for column in mat.T])
     xa, ya = check_pair(x, y, est.min_samples)
     return est.estimate(est.prepare(xa), est.prepare(ya))
 

@@ -45,6 +45,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from specray.analysis.mi import (
+    DEFAULT_METHOD,
     Estimator,
     FloatArray,
     as_matrix,
@@ -263,7 +264,7 @@ def recentred_interval(
 def permutation_test(
     x: ArrayLike,
     y: ArrayLike,
-    method: str = "copula",
+    method: str = DEFAULT_METHOD,
     permutations: int = 999,
     seed: int = 0,
     **options: Any,
@@ -280,7 +281,7 @@ def permutation_test(
 def half_sample_ci(
     x: ArrayLike,
     y: ArrayLike,
-    method: str = "ksg",
+    method: str = DEFAULT_METHOD,
     resamples: int = 100,
     level: float = 0.95,
     seed: int = 0,
@@ -295,7 +296,10 @@ def half_sample_ci(
 
 
 def pairwise_node_mi(
-    latents: ArrayLike, nodes: Sequence[int] | None = None, method: str = "ksg", **options: Any
+    latents: ArrayLike,
+    nodes: Sequence[int] | None = None,
+    method: str = DEFAULT_METHOD,
+    **options: Any,
 ) -> FloatArray:
     """Symmetric matrix of MI (nats) between pairs of nodes; the diagonal is NaN.
 
@@ -377,7 +381,7 @@ def significance_table(
     latents: ArrayLike,
     labels: Mapping[str, ArrayLike],
     nodes: Sequence[int] | None = None,
-    method: str = "ksg",
+    method: str = DEFAULT_METHOD,
     permutations: int | None = None,
     seed: int = 0,
     chunk_size: int = 128,

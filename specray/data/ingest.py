@@ -12,7 +12,7 @@ import logging
 import posixpath
 import re
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 import pyarrow as pa
@@ -173,6 +173,12 @@ class Preprocessing:
     def record(self) -> dict:
         """The settings as a JSON-able dict (what store.json keeps)."""
         return {"normalisation": "masked median", **asdict(self)}
+
+    @classmethod
+    def from_record(cls, record: dict | None) -> Preprocessing:
+        """The settings :meth:`record` wrote (defaults for a store that recorded none)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in (record or {}).items() if k in names})
 
 
 def stage_table(rows: list[dict], store_schema: pa.Schema, grid: Grid) -> pa.Table:

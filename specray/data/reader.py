@@ -136,31 +136,50 @@ def training_datasets(
     return datasets[0], datasets[1], store
 
 
+def read_rows(store: Store, columns: list[str], ids: list[str] | None = None) -> pa.Table:
+    """Rows of the committed shards, read straight from Parquet (no Ray): all of them, or
+    those with the given ``ids`` in that order (an id the store lacks: :class:`StoreError`).
+
+    ``flux`` and ``mask`` come as stored (either format); decode them with
+    :func:`specray.schema.decode_flux` / :func:`~specray.schema.decode_mask`. Only shards
+    holding a wanted id are opened, each in full, so it suits a notebook or a handful of
+    report examples, not a whole archive (use :func:`read_store` for that).
+    """
+    shards = store.shard_uris()
+    wanted = None
+    if ids is not None:
+        shard_of = {
+            entry["id"]: entry["shard"]
+            for entry in store.manifest
+            if entry.get("status") == "ingested" and entry["id"] in set(ids)
+        }
+        missing = [name for name in ids if name not in shard_of]
+        if missing:
+            raise StoreError(f"{store.uri}: no ingested spectrum with id {missing[0]!r}")
+        shards = [store.path(SHARDS_DIR, shard) for shard in dict.fromkeys(shard_of.values())]
+        wanted = pa.array(ids, pa.string())
+    read = list(dict.fromkeys(["id", *columns]))
+    parts = []
+    for shard in shards:
+        fs, path = storage.arrow_filesystem(shard)
+        table = pq.read_table(path, filesystem=fs, columns=read)
+        parts.append(table if wanted is None else table.filter(pc.is_in(table["id"], wanted)))
+    if not parts:
+        return store.schema.empty_table().select(read)
+    table = pa.concat_tables(parts, promote_options="permissive")
+    if wanted is not None:
+        position = {name: row for row, name in enumerate(table["id"].to_pylist())}
+        table = table.take([position[name] for name in ids])
+    return table
+
+
 def read_spectra(store: Store, ids: list[str], columns: tuple[str, ...] = ("snr",)) -> dict:
     """A few spectra by id, read straight from their shards (no Ray): for report examples.
 
     Returns ``{"id", "flux" (n, L) float32, "mask" (n, L) uint8, *columns}`` in the order of
-    ``ids``; an id the store does not hold is a :class:`StoreError`. Reads every shard that
-    holds one of them in full, so keep ``ids`` to a handful.
+    ``ids``; an id the store does not hold is a :class:`StoreError`.
     """
-    asked = set(ids)
-    shard_of = {
-        entry["id"]: entry["shard"]
-        for entry in store.manifest
-        if entry.get("status") == "ingested" and entry["id"] in asked
-    }
-    missing = [name for name in ids if name not in shard_of]
-    if missing:
-        raise StoreError(f"{store.uri}: no ingested spectrum with id {missing[0]!r}")
-    wanted = pa.array(ids, pa.string())
-    parts = []
-    for shard in dict.fromkeys(shard_of[name] for name in ids):
-        fs, path = storage.arrow_filesystem(store.path(SHARDS_DIR, shard))
-        table = pq.read_table(path, filesystem=fs, columns=["id", "flux", "mask", *columns])
-        parts.append(table.filter(pc.is_in(table["id"], value_set=wanted)))
-    table = pa.concat_tables(parts)
-    position = {name: row for row, name in enumerate(table["id"].to_pylist())}
-    table = table.take([position[name] for name in ids])
+    table = read_rows(store, ["flux", "mask", *columns], ids)
     out = {name: table[name].to_numpy() for name in ("id", *columns)}
     out["flux"] = schema.decode_flux(table["flux"]).astype(np.float32)
     out["mask"] = schema.decode_mask(table["mask"], store.grid.length).astype(np.uint8)

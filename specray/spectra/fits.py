@@ -156,6 +156,8 @@ class RawSpectrum:
         error: 1-sigma flux error in flux units, or None when the file has none or it is
             entirely NaN (as in HARPS ADP files: "Error spectrum not available").
         meta: see :data:`META_KEYS` / :data:`META_KEYWORDS`.
+        flux_unit: the flux unit as the file writes it (TUNITn of the FLUX column, or
+            BUNIT of the image), "" when it says none; not interpreted here.
     """
 
     id: str
@@ -164,6 +166,7 @@ class RawSpectrum:
     flux: np.ndarray
     error: np.ndarray | None
     meta: dict[str, Any] = field(default_factory=dict)
+    flux_unit: str = ""
 
     def __len__(self) -> int:
         return int(self.wavelength.size)
@@ -312,7 +315,16 @@ def _read_hdul(hdul: fits.HDUList, fmt: str, filename: str) -> RawSpectrum:
     else:
         raise SpectrumFileError(filename, _no_spectrum_reason(hdul, fmt))
     _check_arrays(wave, flux, err, filename)
-    return _assemble(filename, wave, flux, err, headers, found)
+    spectrum = _assemble(filename, wave, flux, err, headers, found)
+    spectrum.flux_unit = _flux_unit(table, headers)
+    return spectrum
+
+
+def _flux_unit(table: fits.BinTableHDU | None, headers: tuple[fits.Header, ...]) -> str:
+    """TUNITn of the table's FLUX column, else the first BUNIT of ``headers``; "" if none."""
+    unit = table.columns[_columns(table)["FLUX"]].unit if table is not None else None
+    unit = unit or _lookup(headers, "BUNIT")
+    return str(unit).strip() if unit else ""
 
 
 def _no_spectrum_reason(hdul: fits.HDUList, fmt: str) -> str:

@@ -271,6 +271,7 @@ def build_trainer(
         "data_fingerprint": data_fingerprint(store),
         "store": store_uri,
         "n_spectra": store.n_spectra(),
+        "preprocessing": store.preprocessing,
     }
     return TorchTrainer(
         train_loop_per_worker,

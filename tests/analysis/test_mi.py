@@ -196,7 +196,9 @@ def test_estimate_many_matches_single_estimates(method):
         (np.ones(20), np.ones(21), "same length"),
         (np.r_[np.nan, np.ones(19)], np.ones(20), "non-finite"),
         (np.ones(5), np.ones(5), "at least"),
-        (np.ones((20, 2)), np.ones(20), "1-D"),
+        (np.ones((20, 2, 2)), np.ones(20), "1-D"),  # a node matrix is 2-D at most
+        (np.ones(20), np.ones((20, 2)), "1-D"),  # one label at a time
+        (np.ones((20, 2)), np.ones(21), "same length"),
     ],
 )
 def test_input_validation(x, y, match):
