@@ -20,8 +20,8 @@ def doctest_files(tmp_path_factory) -> dict[str, str]:
 
     from specray.config import load_config
     from specray.data.store import open_store
+    from specray.model.checkpoint import TrainingState, write_checkpoint
     from specray.model.vae import build_model
-    from specray.train.checkpoint import TrainingState, write_checkpoint
     from tests.conftest import ADP_FIXTURE
     from tests.helpers import TOY_MODEL, write_toy_store
 

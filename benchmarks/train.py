@@ -52,9 +52,9 @@ def plain_training(store, config, epochs: int, threads: int | None) -> dict:
     """The Ray loop's work without Ray: in-memory spectra, same split, weights, steps."""
     import torch
 
-    from specray.analysis.dispersion import informative_nodes
     from specray.data.reader import balancing_weights, is_validation
     from specray.model import build_model, kl_weight, vae_loss
+    from specray.model.posterior import informative_nodes
 
     previous = torch.get_num_threads()
     if threads:

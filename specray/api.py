@@ -60,9 +60,9 @@ from specray.data.reader import read_rows
 from specray.data.store import STORE_FILE, Store, StoreError
 from specray.data.store import open_store as _open_store_records
 from specray.errors import SpecrayError
+from specray.model.checkpoint import checkpoint_grid, load_trained_model
 from specray.spectra import fits as spectrum_files
 from specray.spectra.grid import Grid, prepare
-from specray.train.checkpoint import checkpoint_grid, load_trained_model
 
 __all__ = [
     "Latents",
@@ -317,7 +317,7 @@ class TrainedModel:
             prepared = [self._prepare_one(item) for item in _as_list(items)]
             ids = [name for name, _ in prepared]
             flux = np.stack([row for _, row in prepared])
-        return ids, flux.astype(np.float32)
+        return ids, flux.astype(schema.FLUX_DTYPE).astype(np.float32)
 
     def _from_array(self, flux: np.ndarray) -> np.ndarray:
         flux = np.atleast_2d(np.asarray(flux, dtype=np.float32))

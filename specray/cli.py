@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 
 import specray
 from specray.errors import SpecrayError
@@ -31,9 +34,19 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 def _common_options(parser: argparse.ArgumentParser, top: bool) -> None:
     """Options that work before or after the subcommand (``-q`` anywhere)."""
+    default = (lambda value: value) if top else (lambda _: argparse.SUPPRESS)
     parser.add_argument(
-        "-q", "--quiet", action="store_true", default=False if top else argparse.SUPPRESS,
-        help="warnings and errors only",
+        "-q", "--quiet", action="store_true", default=default(False),
+        help="warnings and errors only (no progress)",
+    )  # fmt: skip
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", default=default(False),
+        help="also show Ray's own messages and its workers' output (by default they go to "
+        "OUT/logs/COMMAND-TIME.log, or a temporary folder for s3:// outputs)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--dashboard", action="store_true", default=default(False),
+        help="start the local Ray with its dashboard and print its URL",
     )  # fmt: skip
 
 
@@ -373,22 +386,42 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def log_file(args: argparse.Namespace, started: datetime | None = None) -> str | None:
+    """Where Ray's own messages go for this command: ``OUT/logs/COMMAND-TIME-PID.log``
+    for a local output folder, the same name under the system's temporary folder for an
+    s3:// one or a folder of synthetic FITS files (an archive of inputs, kept clean);
+    None with ``--verbose`` (on the terminal) or for a command without Ray."""
+    if args.verbose or args.command == "config":
+        return None
+    from specray import storage
+
+    out = storage.normalize(getattr(args, "out", None) or getattr(args, "store", None) or ".")
+    archive = args.command == "synth" and args.format == "fits"
+    folder = (
+        os.path.join(tempfile.gettempdir(), "specray") if archive or storage.is_remote(out) else out
+    )
+    stamp = (started or datetime.now(UTC)).strftime("%Y%m%dT%H%M%S")
+    return os.path.join(folder, "logs", f"{args.command}-{stamp}-{os.getpid()}.log")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    try:
-        if args.address is None:
-            return args.handler(args)
-        from specray.runtime import cluster_address
+    from specray import progress
+    from specray.runtime import cluster_address, ray_output
 
-        with cluster_address(args.address):
+    progress.enable(not args.quiet)
+    try:
+        with cluster_address(args.address), ray_output(log_file(args), args.dashboard):
             return args.handler(args)
     except USER_ERRORS as exc:
         print(f"specray {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        progress.enable(False)
 
 
 if __name__ == "__main__":

@@ -117,7 +117,7 @@ class AnalysisConfig:
     live_criterion: Literal["information", "mad"] = "information"
     """Which set of live nodes is analysed: "information" (0.5 ln(1 + Var(mu)/E[sigma^2])
     above ``information_threshold`` nats; needs logvar) or "mad" (the paper's unscaled MAD
-    of mu above ``dispersion_threshold``). Both are reported (specray.analysis.dispersion)."""
+    of mu above ``dispersion_threshold``). Both are reported (specray.model.posterior)."""
     information_threshold: float = 0.1
     """Nats of information a node must pass on to count as live."""
     dispersion_threshold: float = 0.02

@@ -30,8 +30,8 @@ from specray.config import Config, apply
 from specray.data.ingest import ingest
 from specray.data.store import STORE_FILE, open_store
 from specray.locks import LockHeld, exclusive_lock
+from specray.model.checkpoint import CheckpointError, checkpoint_grid, newest_intact_checkpoint
 from specray.spectra.grid import named_grid
-from specray.train.checkpoint import CheckpointError, checkpoint_grid, newest_intact_checkpoint
 
 log = logging.getLogger(__name__)
 

@@ -45,6 +45,12 @@ Ray itself retries an unreachable address for minutes."""
 
 _SHUTDOWN_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 _requested_address: str | None = None
+_forward_worker_output = True
+_dashboard = False
+_log_file: str | None = None
+
+RAY_LOGGERS = ("ray", "ray.data", "ray.train", "ray.tune")
+"""Ray's Python loggers on the driver: its progress lines, warnings and status messages."""
 
 
 class RayUnavailable(SpecrayError, ConnectionError):
@@ -68,6 +74,76 @@ def requested_address() -> str | None:
     return None if address == LOCAL else address
 
 
+@contextlib.contextmanager
+def ray_output(log_file: str | None, dashboard: bool = False) -> Iterator[None]:
+    """Within the block, Ray's own output goes to ``log_file`` instead of the terminal.
+
+    ``log_file`` None leaves Ray as it is (``--verbose``). Otherwise: Ray's driver-side
+    loggers write to the file only; Ray Data draws no progress bars; a Ray started or
+    joined here does not forward its workers' stdout and stderr (they stay in Ray's
+    session logs, whose folder the file names). specray's own progress and log lines are
+    untouched. ``dashboard`` starts the local Ray with its dashboard (URL logged).
+    """
+    global _forward_worker_output, _dashboard, _log_file
+    _dashboard = dashboard
+    if log_file is None:
+        try:
+            yield
+        finally:
+            _dashboard = False
+        return
+    import ray.data  # noqa: F401  (configures its loggers on import: do it before redirecting)
+    from ray.data import DataContext
+
+    handler = _FolderCreatingFileHandler(log_file, delay=True)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    saved = {name: _redirect(logging.getLogger(name), handler) for name in RAY_LOGGERS}
+    context = DataContext.get_current()
+    bars = context.enable_progress_bars, context.print_on_execution_start
+    context.enable_progress_bars = context.print_on_execution_start = False
+    _forward_worker_output, _log_file = False, log_file
+    try:
+        yield
+    finally:
+        _forward_worker_output, _dashboard, _log_file = True, False, None
+        context.enable_progress_bars, context.print_on_execution_start = bars
+        for name, state in saved.items():
+            logger = logging.getLogger(name)
+            logger.handlers, logger.propagate, logger.level = state
+        handler.close()
+
+
+class _FolderCreatingFileHandler(logging.FileHandler):
+    """A file handler that creates its folder when the first record arrives: a command
+    that fails before Ray says anything (a typo in a path) leaves no folder behind."""
+
+    def _open(self):
+        os.makedirs(os.path.dirname(self.baseFilename) or ".", exist_ok=True)
+        return super()._open()
+
+
+def ray_is_quiet() -> bool:
+    """True inside :func:`ray_output` with a log file: Ray should print nothing itself."""
+    return _log_file is not None
+
+
+def _redirect(logger: logging.Logger, handler: logging.Handler) -> tuple:
+    """Send ``logger``'s records to ``handler`` only (INFO and up); return what it had."""
+    saved = (list(logger.handlers), logger.propagate, logger.level)
+    logger.handlers, logger.propagate = [handler], False
+    logger.setLevel(logging.INFO)
+    return saved
+
+
+def session_log_folder() -> str | None:
+    """Where the running Ray keeps its processes' logs (None when unknown)."""
+    try:
+        context = ray.get_runtime_context()
+        return os.path.join(context.get_temp_dir(), context.get_session_name(), "logs")
+    except Exception:  # an older or remote Ray without these: say nothing rather than fail
+        return None
+
+
 def ensure_ray(num_cpus: int | None = None) -> None:
     """Join the requested cluster (see ``requested_address``) or start a local one.
 
@@ -83,8 +159,21 @@ def ensure_ray(num_cpus: int | None = None) -> None:
     cpus = num_cpus or max(MIN_LOGICAL_CPUS, 2 * (os.cpu_count() or 1))
     log.info("starting a local Ray with %d logical CPUs", cpus)
     handlers = _current_handlers()
-    ray.init(address=LOCAL, num_cpus=cpus, include_dashboard=False, logging_level=logging.WARNING)
+    context = ray.init(
+        address=LOCAL,
+        num_cpus=cpus,
+        include_dashboard=_dashboard,
+        logging_level=logging.WARNING,
+        log_to_driver=_forward_worker_output,
+    )
     _shut_down_on_signals(handlers)
+    if _dashboard:
+        log.info("Ray dashboard: http://%s", context.dashboard_url)
+    if _log_file:
+        log.info(
+            "Ray's messages go to %s (--verbose shows them); its processes' logs are in %s",
+            _log_file, session_log_folder(),
+        )  # fmt: skip
 
 
 def _join(address: str) -> None:
@@ -93,7 +182,7 @@ def _join(address: str) -> None:
     _check_reachable(address, hint)
     log.info("joining the Ray cluster at %s", address)
     try:
-        ray.init(address=address, log_to_driver=True)
+        ray.init(address=address, log_to_driver=_forward_worker_output)
     except (ConnectionError, ValueError, RuntimeError) as exc:
         raise RayUnavailable(f"cannot join the Ray cluster at {address}: {exc}; {hint}") from exc
 

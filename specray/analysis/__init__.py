@@ -8,18 +8,12 @@ Statistical core (plain NumPy/SciPy; Ray only for the significance fan-out):
   half-sampling intervals, the node x label significance table (Ray tasks).
 - :mod:`~specray.analysis.selection`: which spectra enter the analysis (placeholders and
   NaN as missing, robust sigma clip, one spectrum per object).
-- :mod:`~specray.analysis.dispersion`: live nodes by information or by spread of mu, KL
-  per node, isolation-forest anomaly scores.
+- :mod:`~specray.model.posterior` (below training and analysis, both use it): live
+  nodes by information or by spread of mu, KL per node.
+- :mod:`~specray.analysis.anomalies`: isolation-forest anomaly scores.
 """
 
-from specray.analysis.dispersion import (
-    informative_nodes,
-    isolation_forest_scores,
-    live_nodes,
-    mean_kl_per_node,
-    node_dispersion,
-    node_information,
-)
+from specray.analysis.anomalies import isolation_forest_scores
 from specray.analysis.mi import (
     Estimator,
     corrected_histogram_mi_table,
@@ -49,6 +43,13 @@ from specray.analysis.significance import (
     permutation_test,
     recentred_interval,
     significance_table,
+)
+from specray.model.posterior import (
+    informative_nodes,
+    live_nodes,
+    mean_kl_per_node,
+    node_dispersion,
+    node_information,
 )
 
 __all__ = [

@@ -70,7 +70,7 @@ class _Scorer:
         self.pca = pca
         self.model, self.device = None, torch.device("cpu")
         if checkpoint is not None:
-            from specray.train.checkpoint import load_trained_model
+            from specray.model.checkpoint import load_trained_model
 
             self.model, _ = load_trained_model(checkpoint)
             self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
@@ -126,7 +126,7 @@ def pca_baseline_pass(
     store = open_store(store_uri)
     checkpoint = None
     if model_uri is not None:
-        from specray.train.checkpoint import checkpoint_grid, load_trained_model
+        from specray.model.checkpoint import checkpoint_grid, load_trained_model
 
         _, meta = load_trained_model(model_uri)
         check_grid(checkpoint_grid(meta), store.grid, model_uri, store_uri)

@@ -52,7 +52,7 @@ VERDICT_TEXT = {"ok": "fit", "caution": "caution", "problem": "not fit"}
 
 
 def training_record(meta: dict) -> dict | None:
-    """The per-epoch curves of a checkpoint's ``meta`` (:mod:`specray.train.checkpoint`)
+    """The per-epoch curves of a checkpoint's ``meta`` (:mod:`specray.model.checkpoint`)
     with the KL weight at each epoch's last step; None when it holds no history."""
     history = meta.get("history") or []
     if not history:
@@ -308,7 +308,7 @@ def diagnose(
 
     model, meta, store = None, None, None
     if decoder:
-        from specray.train.checkpoint import load_trained_model
+        from specray.model.checkpoint import load_trained_model
 
         model, meta = load_trained_model(decoder)
     if store_uri:
@@ -350,7 +350,7 @@ def _examples(model, meta, store, ids, snr, notes) -> dict | None:
         notes.append("no reconstruction examples: the latent table has no snr column")
         return None
     from specray.analysis.encode import check_grid
-    from specray.train.checkpoint import checkpoint_grid
+    from specray.model.checkpoint import checkpoint_grid
 
     check_grid(checkpoint_grid(meta), store.grid, meta["checkpoint"], store.uri)
     rows = example_rows(np.asarray(snr, np.float64), N_EXAMPLES)

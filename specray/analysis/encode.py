@@ -32,8 +32,9 @@ from specray import schema, storage
 from specray.data.reader import data_fingerprint, read_store
 from specray.data.store import open_store
 from specray.errors import SpecrayError
+from specray.model.checkpoint import checkpoint_grid, load_trained_model
+from specray.progress import Progress
 from specray.spectra.grid import Grid
-from specray.train.checkpoint import checkpoint_grid, load_trained_model
 
 log = logging.getLogger(__name__)
 
@@ -144,9 +145,11 @@ def encode_store(
         num_gpus=1 if use_gpu else 0,
     )
     parts: dict[str, list[np.ndarray]] = {}
-    for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
-        for name, values in batch.items():
-            parts.setdefault(name, []).append(np.asarray(values))
+    with Progress("encode", store.n_spectra(), "spectra") as shown:
+        for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+            for name, values in batch.items():
+                parts.setdefault(name, []).append(np.asarray(values))
+            shown.advance(len(batch["id"]))
     if not parts:
         raise ValueError(f"{store_uri}: the store holds no spectra to encode")
     columns = {name: np.concatenate(values) for name, values in parts.items()}

@@ -50,6 +50,8 @@ from numpy.typing import ArrayLike, NDArray
 from scipy.spatial import cKDTree
 from scipy.special import digamma, ndtri
 
+from specray.model.posterior import as_matrix
+
 METHODS = ("ksg", "copula", "histogram")
 DEFAULT_METHOD = "ksg"
 """The estimator every entry point uses unless told otherwise (analysis.estimator too)."""
@@ -72,16 +74,6 @@ def as_sample(x: ArrayLike, name: str = "x") -> FloatArray:
     if not np.all(np.isfinite(arr)):
         bad = int(np.count_nonzero(~np.isfinite(arr)))
         raise ValueError(f"{name} has {bad} non-finite value(s); drop or impute them first")
-    return arr
-
-
-def as_matrix(a: ArrayLike, name: str = "latents") -> FloatArray:
-    """Return ``a`` as a finite 2-D float64 array (rows = spectra, columns = nodes)."""
-    arr = np.asarray(a, dtype=np.float64)
-    if arr.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (n_samples, n_nodes), got shape {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} contains non-finite values")
     return arr
 
 

@@ -134,16 +134,11 @@ import pyarrow.parquet as pq
 
 from specray import schema, storage
 from specray.analysis import figures as fig
+from specray.analysis.anomalies import isolation_forest_scores
 from specray.analysis.attribution import attribution_for_analysis, label_kinds
 from specray.analysis.baseline import summary_line as baseline_summary_line
 from specray.analysis.cmi import category_codes
 from specray.analysis.diagnosis import diagnose, verdict, verdict_line
-from specray.analysis.dispersion import (
-    isolation_forest_scores,
-    mean_kl_per_node,
-    node_dispersion,
-    node_information,
-)
 from specray.analysis.mi import (
     DEFAULT_BINNINGS,
     MIN_SAMPLES,
@@ -168,6 +163,11 @@ from specray.analysis.significance import (
 )
 from specray.config import AnalysisConfig, Config
 from specray.errors import SpecrayError
+from specray.model.posterior import (
+    mean_kl_per_node,
+    node_dispersion,
+    node_information,
+)
 from specray.spectra.grid import Grid
 
 log = logging.getLogger(__name__)
@@ -413,7 +413,7 @@ class NodeTests:
 def live_node_sets(
     mu: np.ndarray, logvar: np.ndarray | None, cfg: AnalysisConfig, notes: list[str]
 ) -> tuple[dict, np.ndarray, np.ndarray | None]:
-    """Both live-node criteria (see :mod:`specray.analysis.dispersion`), which is analysed.
+    """Both live-node criteria (see :mod:`specray.model.posterior`), which is analysed.
 
     Returns ``({criterion: {nodes, threshold, unit, measure, analysed}}, mad, information)``;
     the information criterion needs logvar, and without it the MAD set is analysed.
@@ -578,7 +578,7 @@ def _reference_row(table: LatentTable, rows: np.ndarray) -> int:
 
 def _traversals(table, sel, informative, mad, model_uri, cfg, notes) -> tuple[bytes, str] | None:
     from specray.analysis.encode import TRAVERSAL_OFFSETS, decode_traversals
-    from specray.train.checkpoint import checkpoint_grid, load_trained_model
+    from specray.model.checkpoint import checkpoint_grid, load_trained_model
 
     if not informative:
         notes.append("no informative node: no latent traversals")

@@ -34,7 +34,6 @@ plain NumPy and needs no Ray.
 from __future__ import annotations
 
 import functools
-import logging
 import math
 import warnings
 import zlib
@@ -52,8 +51,7 @@ from specray.analysis.mi import (
     check_pair,
     make_estimator,
 )
-
-logger = logging.getLogger(__name__)
+from specray.progress import Progress
 
 FDR_METHODS = ("bh", "by", "none")
 _PERM_STREAM = 0
@@ -366,14 +364,14 @@ def _chunks(total: int, size: int) -> list[tuple[int, int]]:
 
 
 def _wait_all(refs: list[Any], what: str) -> list[Any]:
-    """ray.get in submission order, logging progress about every 10% of tasks."""
+    """ray.get in submission order, showing the tasks done as they finish (specray.progress)."""
     import ray
 
-    pending, done, step = list(refs), 0, max(1, len(refs) // 10)
-    while pending:
-        ready, pending = ray.wait(pending, num_returns=min(step, len(pending)))
-        done += len(ready)
-        logger.info("%s: %d/%d tasks done", what, done, len(refs))
+    pending = list(refs)
+    with Progress(what, len(refs), "tasks") as shown:
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=len(pending), timeout=0.5)
+            shown.advance(len(ready))
     return ray.get(refs)
 
 

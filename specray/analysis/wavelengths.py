@@ -53,7 +53,7 @@ class _Sensitivity:
     """Ray Data actor: loads the checkpoint once; each batch -> its summed sensitivity."""
 
     def __init__(self, checkpoint: str, nodes: list[int], scale: np.ndarray, use_gpu: bool):
-        from specray.train.checkpoint import load_trained_model
+        from specray.model.checkpoint import load_trained_model
 
         self.model, _ = load_trained_model(checkpoint)
         device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")

@@ -28,6 +28,7 @@ from specray.data.shards import (
     staged_schema,
 )
 from specray.data.store import Store, now, writing_store
+from specray.progress import Progress, report
 from specray.runtime import ensure_ray
 from specray.spectra.fits import FITS_SUFFIXES, SpectrumFileError, read_spectrum, spectrum_id
 from specray.spectra.grid import DEFAULT_MIN_SNR, DegenerateSpectrum, Grid, named_grid, prepare
@@ -259,12 +260,15 @@ def _read_and_prepare(
     return {**row, **bookkeeping}
 
 
-def prepare_files(batch: dict, fmt: str, grid: Grid, prep: Preprocessing, labels, store_schema):
-    """Ray Data stage: a batch of file entries -> a staged table of prepared spectra."""
-    rows = [
-        _read_and_prepare(uri, int(size), str(version), fmt, grid, prep, labels)
-        for uri, size, version in zip(batch["uri"], batch["size"], batch["version"], strict=True)
-    ]
+def prepare_files(
+    batch: dict, fmt: str, grid: Grid, prep: Preprocessing, labels, store_schema, tally=None
+) -> pa.Table:
+    """Ray Data stage: a batch of file entries -> a staged table of prepared spectra
+    (each file counted on ``tally``, specray.progress, as it is read)."""
+    rows = []
+    for uri, size, version in zip(batch["uri"], batch["size"], batch["version"], strict=True):
+        rows.append(_read_and_prepare(uri, int(size), str(version), fmt, grid, prep, labels))
+        report(tally, 1)
     return stage_table(rows, store_schema, grid)
 
 
@@ -378,7 +382,9 @@ def list_inputs(input_uri: str) -> list[storage.FileEntry]:
     return entries
 
 
-def _prepare_dataset(entries, grid: Grid, fmt: str, prep: Preprocessing, labels, store_schema):
+def _prepare_dataset(
+    entries, grid: Grid, fmt: str, prep: Preprocessing, labels, store_schema, tally=None
+):
     """The Ray Data pipeline that reads and prepares ``entries`` into staged rows."""
     items = [{"uri": e.uri, "size": e.size, "version": e.version} for e in entries]
     return ray.data.from_items(items).map_batches(
@@ -391,6 +397,7 @@ def _prepare_dataset(entries, grid: Grid, fmt: str, prep: Preprocessing, labels,
             "prep": prep,
             "labels": labels,
             "store_schema": store_schema,
+            "tally": tally,
         },
     )
 
@@ -430,10 +437,11 @@ def ingest(
         sink = compaction = None
         if plan.to_read:
             ensure_ray()
-            staged = _prepare_dataset(
-                plan.to_read, grid, fmt, preprocessing, label_table, store.schema
-            )
-            sink = write_staged(staged, store, shard_bytes)
+            with Progress("ingest", len(plan.to_read), "files", remote=True) as shown:
+                staged = _prepare_dataset(
+                    plan.to_read, grid, fmt, preprocessing, label_table, store.schema, shown.tally
+                )
+                sink = write_staged(staged, store, shard_bytes)
             replaced = {e.uri for e in plan.replaced} & {r["source"] for r in sink.result.manifest}
             compaction = compact_shards(store, replaced, sink.run_id)
         commit_run(store, sink, plan.rejected, entries, compaction)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import zlib
 from collections import Counter
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -90,16 +91,42 @@ def read_store(store: Store, columns: list[str], shuffle: bool = False) -> ray.d
     return dataset
 
 
-def _add_weights(batch: pa.Table, weights: dict[str, float], balance: bool) -> pa.Table:
-    objects = batch["object"].to_pylist()
-    values = [weights.get(obj, 1.0) if balance else 1.0 for obj in objects]
-    return batch.drop_columns(["object"]).append_column("weight", pa.array(values, pa.float32()))
+@dataclass(frozen=True)
+class ObjectTable:
+    """Each object's side of the split and loss weight, computed once per store, so a batch
+    needs one vectorised lookup (``pyarrow.compute.index_in``) instead of per-row Python.
+
+    The last entry of ``validation`` and ``weight`` is for an object the table does not
+    know (none, while the store is unchanged): training side, weight 1.
+    """
+
+    objects: pa.Array
+    validation: np.ndarray
+    weight: np.ndarray
+
+    @classmethod
+    def of(cls, counts: Counter, val_fraction: float, balance: bool) -> ObjectTable:
+        names = np.array(list(counts), dtype=object)
+        weights = balancing_weights(counts) if balance else {}
+        return cls(
+            objects=pa.array(names.tolist(), pa.string()),
+            validation=np.append(is_validation(names, val_fraction), False),
+            weight=np.array([weights.get(n, 1.0) for n in names] + [1.0], np.float32),
+        )
+
+    def rows(self, objects: pa.ChunkedArray | pa.Array) -> np.ndarray:
+        """Position of each row's object in this table (unknown objects: the last entry)."""
+        index = pc.index_in(objects, value_set=self.objects)
+        return pc.fill_null(index, len(self.objects)).to_numpy()
 
 
-def _keep_split(batch: pa.Table, val_fraction: float, validation: bool) -> pa.Table:
-    """Rows of one side of the split; Arrow keeps the tensor types even when none remain."""
-    keep = is_validation(np.array(batch["object"].to_pylist()), val_fraction) == validation
-    return batch.filter(pa.array(keep))
+def _split_and_weigh(batch: pa.Table, table: ObjectTable, validation: bool) -> pa.Table:
+    """Rows of one side of the split, ``object`` replaced by the loss ``weight`` (float32);
+    Arrow keeps the tensor types even when no row remains."""
+    rows = table.rows(batch["object"])
+    keep = table.validation[rows] == validation
+    kept = batch.filter(pa.array(keep)).drop_columns(["object"])
+    return kept.append_column("weight", pa.array(table.weight[rows[keep]], pa.float32()))
 
 
 def store_bytes(store: Store) -> int:
@@ -118,16 +145,15 @@ def training_datasets(
     streams from storage every epoch.
     """
     store = open_store(store_uri)
-    weights = balancing_weights(object_counts(store)) if balance else {}
-    kwargs = {"weights": weights, "balance": balance}
+    table = ObjectTable.of(object_counts(store), val_fraction, balance)
     datasets = []
     for validation, shuffle in ((False, True), (True, False)):
         split = read_store(store, TRAIN_COLUMNS, shuffle=shuffle).map_batches(
-            _keep_split,
+            _split_and_weigh,
             batch_format="pyarrow",
-            fn_kwargs={"val_fraction": val_fraction, "validation": validation},
+            fn_kwargs={"table": table, "validation": validation},
         )
-        datasets.append(split.map_batches(_add_weights, batch_format="pyarrow", fn_kwargs=kwargs))
+        datasets.append(split)
     if store_bytes(store) < materialize_below_mb * 2**20:
         datasets = [dataset.materialize() for dataset in datasets]
     for dataset in datasets:  # re-read every epoch: progress bars would flood the log

@@ -20,17 +20,18 @@ import ray.train.torch
 import torch
 
 from specray import storage
-from specray.analysis.dispersion import informative_nodes
 from specray.config import Config
 from specray.errors import SpecrayError
 from specray.model import build_model, kl_weight, vae_loss
-from specray.spectra.grid import Grid
-from specray.train.checkpoint import (
+from specray.model.checkpoint import (
     TrainingState,
     load_checkpoint,
     read_checkpoint,
     write_checkpoint,
 )
+from specray.model.posterior import informative_nodes
+from specray.progress import report
+from specray.spectra.grid import Grid
 
 log = logging.getLogger("specray.train")
 
@@ -126,7 +127,9 @@ class _EpochClock:
         }
 
 
-def _train_epoch(model, optimizer, shard, config: Config, state, device, run_uri) -> dict:
+def _train_epoch(
+    model, optimizer, shard, config: Config, state, device, run_uri, tally=None
+) -> dict:
     model.train()
     totals = np.zeros(3)
     batches = 0
@@ -153,6 +156,7 @@ def _train_epoch(model, optimizer, shard, config: Config, state, device, run_uri
         totals += [terms.total.item(), terms.recon.item(), terms.kl.item()]
         if batches % config.train.log_every == 0 and ray.train.get_context().get_world_rank() == 0:
             log.info("epoch %d step %d loss %.5f", state.epoch + 1, state.step, totals[0] / batches)
+            report(tally, done=state.step, epoch=state.epoch + 1, loss=totals[0] / batches)
     if batches == 0:
         raise TrainingSetupError(
             f"no full training batch on this worker: too few spectra for batch size "
@@ -208,12 +212,24 @@ def _report(model, optimizer, state, metrics, config: Config, meta: dict, last: 
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
 
 
+def epoch_line(metrics: dict, epochs: int) -> str:
+    """One line per finished epoch: losses, live nodes, time, throughput, data wait."""
+    return (
+        f"epoch {metrics['epoch']}/{epochs} step {metrics['step']} train_loss "
+        f"{metrics['train_loss']:.5f} val_loss {metrics['val_loss']:.5f} active_nodes "
+        f"{metrics['active_nodes']} ({metrics['seconds']:.1f} s; "
+        f"{metrics['samples_per_s'] or 0.0:.0f} spectra/s, "
+        f"{metrics['data_wait_s']:.1f} s waiting for data)"
+    )
+
+
 def train_loop_per_worker(loop_config: dict) -> None:
     """Ray Train entry point; ``loop_config`` holds the config dict, grid, run URI and meta."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     config = Config.from_dict(loop_config["config"])
     grid = Grid.from_json(loop_config["grid"])
     run_uri = loop_config["run"]
+    tally = loop_config.get("progress")
     context = ray.train.get_context()
     rank = context.get_world_rank()
     torch.manual_seed(config.train.seed)
@@ -229,7 +245,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     val_shard = ray.train.get_dataset_shard("val")
     while state.epoch < config.train.epochs:
         started = time.monotonic()
-        metrics = _train_epoch(model, optimizer, train_shard, config, state, device, run_uri)
+        metrics = _train_epoch(model, optimizer, train_shard, config, state, device, run_uri, tally)
         metrics.update(_validate(model, val_shard, config, state, device))
         state.epoch += 1
         metrics = {"epoch": state.epoch, "step": state.step, **metrics}
@@ -237,11 +253,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         state.history.append(metrics)
         if rank == 0:
             storage.write_jsonl(storage.join(run_uri, METRICS_FILE), state.history)
-            log.info(
-                "epoch %d/%d step %d train_loss %.5f val_loss %.5f active_nodes %d (%.1f s; "
-                "%.0f spectra/s, %.1f s waiting for data)",
-                state.epoch, config.train.epochs, state.step, metrics["train_loss"],
-                metrics["val_loss"], metrics["active_nodes"], metrics["seconds"],
-                metrics["samples_per_s"] or 0.0, metrics["data_wait_s"],
-            )  # fmt: skip
+            line = epoch_line(metrics, config.train.epochs)
+            log.info("%s", line)
+            report(tally, done=state.step, message=line)
         _report(model, optimizer, state, metrics, config, meta, state.epoch == config.train.epochs)

@@ -40,15 +40,16 @@ from specray.data.reader import data_fingerprint, split_sizes, training_datasets
 from specray.data.store import Store, open_store
 from specray.errors import SpecrayError
 from specray.model import resolve_config
-from specray.runtime import ensure_ray
-from specray.spectra.grid import Grid
-from specray.train.checkpoint import (
+from specray.model.checkpoint import (
     CheckpointError,
     checkpoint_grid,
     latest_checkpoint,
     move_aside,
     newest_intact_checkpoint,
 )
+from specray.progress import Progress
+from specray.runtime import ensure_ray
+from specray.spectra.grid import Grid
 from specray.train.loop import METRICS_FILE, TrainingSetupError, train_loop_per_worker
 
 log = logging.getLogger(__name__)
@@ -253,10 +254,12 @@ def build_trainer(
     config: Config,
     callbacks=None,
     plan: TrainingPlan | None = None,
+    tally=None,
 ) -> TorchTrainer:
     """A TorchTrainer for this store, run folder and configuration (not yet fitted).
 
     ``plan`` is the outcome of :func:`preflight`; without one, the checks run here.
+    ``tally`` (specray.progress) receives the rank-0 worker's steps, loss and epoch lines.
     """
     plan = plan or preflight(store_uri, run_uri, config)
     train_ds, val_ds, store = training_datasets(
@@ -281,6 +284,7 @@ def build_trainer(
             "run": run_uri,
             "meta": meta,
             "resume_from": plan.resume_from,
+            "progress": tally,
         },
         scaling_config=ScalingConfig(
             num_workers=config.train.workers,
@@ -309,5 +313,13 @@ def train(store_uri: str, run_uri: str, config: Config) -> TrainSummary:
     store_uri, run_uri = storage.normalize(store_uri), storage.normalize(run_uri)
     plan = preflight(store_uri, run_uri, config)
     ensure_ray()
-    fit(build_trainer(store_uri, run_uri, config, plan=plan))
+    with Progress("train", planned_steps(plan.store, config), "steps", remote=True) as shown:
+        fit(build_trainer(store_uri, run_uri, config, plan=plan, tally=shown.tally))
     return TrainSummary(run_uri, latest_checkpoint(run_uri), read_history(run_uri))
+
+
+def planned_steps(store: Store, config: Config) -> int:
+    """Optimiser steps of the whole run: epochs x full batches per worker and epoch."""
+    n_train, _ = split_sizes(store, config.train.val_fraction)
+    per_worker = n_train // max(1, config.train.workers)
+    return config.train.epochs * max(1, per_worker // config.train.batch_size)

@@ -44,9 +44,9 @@ from specray import storage
 from specray.config import Config
 from specray.data.store import open_store
 from specray.errors import SpecrayError
+from specray.model.checkpoint import CheckpointError, latest_checkpoint
 from specray.model.loss import NORMALISATIONS
-from specray.runtime import ensure_ray
-from specray.train.checkpoint import CheckpointError, latest_checkpoint
+from specray.runtime import ensure_ray, ray_is_quiet
 from specray.train.trainer import (
     build_trainer,
     check_architecture,
@@ -415,6 +415,7 @@ def _new_tuner(
             name=posixpath.basename(path),
             storage_path=posixpath.dirname(path),
             failure_config=ray_tune.FailureConfig(max_failures=0),
+            verbose=0 if ray_is_quiet() else None,  # Tune's status tables: --verbose only
             **options,
         ),
     )

@@ -3,16 +3,16 @@
 import numpy as np
 import pytest
 
-from specray.analysis.dispersion import (
+from specray.analysis.anomalies import isolation_forest_scores
+from specray.analysis.mi import mutual_information
+from specray.model.posterior import (
     informative_nodes,
-    isolation_forest_scores,
     live_nodes,
     mean_kl_per_node,
     median_absolute_deviation,
     node_dispersion,
     node_information,
 )
-from specray.analysis.mi import mutual_information
 
 
 def latents(n: int = 2_000, seed: int = 0) -> np.ndarray:

@@ -16,8 +16,8 @@ from specray.analysis.wavelengths import decoder_sensitivity, node_sensitivity
 from specray.cli import main
 from specray.config import AnalysisConfig, Config, load_config
 from specray.data.store import open_or_create_store, open_store
+from specray.model.checkpoint import load_trained_model
 from specray.spectra.grid import named_grid
-from specray.train.checkpoint import load_trained_model
 from specray.train.trainer import train
 from tests.helpers import TOY_MODEL, write_toy_store
 

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from specray.analysis.dispersion import informative_nodes
 from specray.analysis.mi import mutual_information
 from specray.analysis.significance import (
     UnresolvedPermutationWarning,
@@ -22,6 +21,7 @@ from specray.analysis.significance import (
     recentred_interval,
     significance_table,
 )
+from specray.model.posterior import informative_nodes
 
 
 def planted_latents(n: int = 2_000, seed: int = 0) -> tuple[np.ndarray, dict[str, np.ndarray]]:

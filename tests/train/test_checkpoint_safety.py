@@ -17,14 +17,14 @@ from pathlib import Path
 import pytest
 
 from specray.config import load_config
-from specray.spectra.grid import named_grid
-from specray.train.checkpoint import (
+from specray.model.checkpoint import (
     META_FILE,
     MODEL_FILE,
     CheckpointError,
     latest_checkpoint,
     load_trained_model,
 )
+from specray.spectra.grid import named_grid
 from specray.train.trainer import RAY_SNAPSHOT_FILE, check_architecture, run_config, train
 from tests.helpers import TOY_MODEL, write_toy_store
 

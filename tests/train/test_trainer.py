@@ -6,7 +6,7 @@ import pytest
 
 from specray.cli import main
 from specray.config import load_config
-from specray.train.checkpoint import CheckpointError, latest_checkpoint, load_trained_model
+from specray.model.checkpoint import CheckpointError, latest_checkpoint, load_trained_model
 from specray.train.trainer import read_history, train
 from tests.helpers import TOY_MODEL, write_toy_store
 

@@ -9,7 +9,7 @@ import pytest
 
 from specray.config import ConfigError, load_config
 from specray.data.store import open_store
-from specray.train.checkpoint import load_trained_model
+from specray.model.checkpoint import load_trained_model
 from specray.train.trainer import read_history
 from specray.train.tune import (
     EARLY_STOPPED,

@@ -1,4 +1,6 @@
-"""Which latent nodes are alive (method.md 5a), and which spectra are odd.
+"""Which latent nodes are alive (method.md 5a): statistics of the encoder's posterior.
+
+Plain NumPy, below both training (its ``active_nodes`` metric) and the analysis.
 
 Two criteria, reported side by side:
 
@@ -29,7 +31,16 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from specray.analysis.mi import as_matrix
+
+def as_matrix(a: ArrayLike, name: str = "latents") -> NDArray[np.float64]:
+    """Return ``a`` as a finite 2-D float64 array (rows = spectra, columns = nodes)."""
+    arr = np.asarray(a, dtype=np.float64)
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (n_samples, n_nodes), got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} contains non-finite values")
+    return arr
+
 
 DEFAULT_THRESHOLD = 0.02
 """The paper's threshold on the unscaled MAD of mu."""
@@ -90,21 +101,3 @@ def live_nodes(
     if threshold < 0:
         raise ValueError(f"threshold must be >= 0 nat, got {threshold}")
     return np.flatnonzero(node_information(mu, logvar) > threshold)
-
-
-def isolation_forest_scores(
-    latents_informative: ArrayLike, seed: int = 0, **kwargs: Any
-) -> NDArray[np.float64]:
-    """Anomaly score per spectrum from an isolation forest on the informative nodes.
-
-    Returns ``-IsolationForest.score_samples``: the score of Liu et al. (2008), in (0, 1];
-    HIGHER = MORE ANOMALOUS (about 0.5 for ordinary points, near 1 for isolated ones).
-    ``kwargs`` go to :class:`sklearn.ensemble.IsolationForest` (e.g. ``n_estimators``).
-    """
-    from sklearn.ensemble import IsolationForest
-
-    mat = as_matrix(latents_informative, "latents_informative")
-    if mat.shape[0] < 2:
-        raise ValueError("need at least 2 spectra for an isolation forest")
-    forest = IsolationForest(random_state=seed, **kwargs).fit(mat)
-    return -forest.score_samples(mat)

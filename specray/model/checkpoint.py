@@ -26,7 +26,7 @@ import torch
 
 from specray import storage
 from specray.errors import SpecrayError
-from specray.model import SpectrumVAE, build_model
+from specray.model.vae import SpectrumVAE, build_model
 from specray.spectra.grid import Grid
 
 log = logging.getLogger(__name__)
