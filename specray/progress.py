@@ -29,6 +29,8 @@ LOG_INTERVAL_S = 30.0
 REDRAW_S = 0.5
 """Seconds between redraws on a terminal (and between polls of the tally)."""
 BAR_WIDTH = 20
+DRAIN_S = 2.0
+"""Seconds a finished stage waits for its workers' last reports to arrive."""
 
 _enabled = False
 
@@ -157,7 +159,7 @@ class Progress:
             return
         self._stop.set()
         self._thread.join()
-        self._poll()
+        self._drain()
         elapsed = time.monotonic() - self._started
         rate = self.rate()
         rate_text = f" ({rate:.3g} {self.unit}/s)" if rate else ""
@@ -183,6 +185,18 @@ class Progress:
         while not self._stop.wait(REDRAW_S):
             self._poll()
             self._draw()
+
+    def _drain(self, wait_s: float = DRAIN_S) -> None:
+        """Last reads of the tally: reports a finished task sent just before it returned
+        may still be in flight (Ray orders calls per caller, not across callers), so read
+        until the total is reached or ``wait_s`` seconds have passed."""
+        deadline = time.monotonic() + wait_s
+        self._poll()
+        while self.tally is not None and self.done < (self.total or 0):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+            self._poll()
 
     def _poll(self) -> None:
         if self.tally is None:
