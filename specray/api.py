@@ -62,7 +62,7 @@ from specray.data.store import open_store as _open_store_records
 from specray.errors import SpecrayError
 from specray.model.checkpoint import checkpoint_grid, load_trained_model
 from specray.spectra import fits as spectrum_files
-from specray.spectra.grid import Grid, prepare
+from specray.spectra.grid import Grid
 
 __all__ = [
     "Latents",
@@ -339,14 +339,8 @@ class TrainedModel:
                 f"cannot encode a {type(item).__name__}: give FITS paths, Spectrum objects "
                 "or an (n, pixels) flux array"
             )
-        settings = self.preprocessing
-        prepared = prepare(
-            item.wavelength.to_value(u.AA),
-            np.asarray(item.flux.value, dtype=np.float64),
-            self.grid,
-            min_median=settings.min_median,
-            min_coverage=settings.min_coverage,
-            min_snr=settings.min_snr,
+        prepared = self.preprocessing.apply(
+            item.wavelength.to_value(u.AA), np.asarray(item.flux.value), self.grid
         )
         return item.id, prepared.flux
 

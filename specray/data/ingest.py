@@ -31,7 +31,14 @@ from specray.data.store import Store, now, writing_store
 from specray.progress import Progress, report
 from specray.runtime import ensure_ray
 from specray.spectra.fits import FITS_SUFFIXES, SpectrumFileError, read_spectrum, spectrum_id
-from specray.spectra.grid import DEFAULT_MIN_SNR, DegenerateSpectrum, Grid, named_grid, prepare
+from specray.spectra.grid import (
+    DEFAULT_MIN_SNR,
+    DegenerateSpectrum,
+    Grid,
+    PreparedSpectrum,
+    named_grid,
+    prepare,
+)
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +182,18 @@ class Preprocessing:
         """The settings as a JSON-able dict (what store.json keeps)."""
         return {"normalisation": "masked median", **asdict(self)}
 
+    def apply(self, wavelength: np.ndarray, flux: np.ndarray, grid: Grid) -> PreparedSpectrum:
+        """One spectrum (wavelength in Angstrom, flux in any unit) on ``grid`` under these
+        settings; :class:`DegenerateSpectrum` when the rules reject it."""
+        return prepare(
+            wavelength,
+            flux,
+            grid,
+            min_median=self.min_median,
+            min_coverage=self.min_coverage,
+            min_snr=self.min_snr,
+        )
+
     @classmethod
     def from_record(cls, record: dict | None) -> Preprocessing:
         """The settings :meth:`record` wrote (defaults for a store that recorded none)."""
@@ -221,14 +240,7 @@ def prepared_row(
     """One spectrum prepared on the grid as a staged row; ``error`` set if it is rejected."""
     row = {**values, "id": identifier, "object": obj}
     try:
-        prepared = prepare(
-            wavelength,
-            flux,
-            grid,
-            min_median=preprocessing.min_median,
-            min_coverage=preprocessing.min_coverage,
-            min_snr=preprocessing.min_snr,
-        )
+        prepared = preprocessing.apply(wavelength, flux, grid)
     except (DegenerateSpectrum, ValueError) as exc:
         return {**row, "error": f"{type(exc).__name__}: {exc}"}
     peak = float(np.max(np.abs(prepared.flux)))
