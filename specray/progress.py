@@ -139,15 +139,20 @@ class Progress:
         """(time, count) when the first unit was seen: rates leave out the start-up."""
 
     def rate(self) -> float | None:
-        """Units per second since the first unit was seen; None before two observations."""
+        """Units per second since the first unit was seen; None until more were seen."""
         now = time.monotonic()
         with self._lock:
             if self._origin is None:
-                if self.done:
-                    self._origin = (now, self.done)
                 return None
             since, count = self._origin
-        return (self.done - count) / (now - since) if now > since and self.done > count else None
+            done = self.done
+        return (done - count) / (now - since) if now > since and done > count else None
+
+    def _count(self, done: int) -> None:
+        """Set the count (under the lock); the first non-zero count starts the rate clock."""
+        self.done = done
+        if self._origin is None and done:
+            self._origin = (time.monotonic(), done)
 
     def __enter__(self) -> Progress:
         if self.active:
@@ -176,7 +181,7 @@ class Progress:
     def advance(self, n: int = 1, **fields: Any) -> None:
         """``n`` more units done on the driver; ``fields`` are shown after the rate."""
         with self._lock:
-            self.done += n
+            self._count(self.done + n)
             self.fields.update(fields)
 
     # -- drawing
@@ -208,7 +213,7 @@ class Progress:
         except Exception:  # a display must never break the work it displays
             return
         with self._lock:
-            self.done = max(self.done, done)
+            self._count(max(self.done, done))
             self.fields.update(fields)
         for message in messages:
             self._print(message)
