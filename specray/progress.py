@@ -9,7 +9,8 @@ driver reads the counts and draws:
 * on a terminal, one line redrawn in place: ``train  42% |########            |
   1,530/3,640 steps  51.3 steps/s  ETA 41 s  loss 0.1234``;
 * elsewhere (a file, CI), the same line at most every :data:`LOG_INTERVAL_S` seconds;
-* at the end, one line: ``train: 3,640 steps in 71 s (51.3 steps/s)``.
+* at the end, one line: ``train: 3,640 steps in 71 s (51.3 steps/s)``, the rate there
+  being the count over the whole time.
 
 Messages a worker sends (``report(tally, message=...)``, e.g. an epoch summary) are printed
 as lines of their own. Everything goes to stderr, so a command's stdout holds its result
@@ -166,8 +167,10 @@ class Progress:
         self._thread.join()
         self._drain()
         elapsed = time.monotonic() - self._started
-        rate = self.rate()
-        rate_text = f" ({rate:.3g} {self.unit}/s)" if rate else ""
+        # The closing rate is the plain ratio of the two numbers beside it (start-up
+        # included), so the line agrees with itself; the live line's rate leaves start-up
+        # out, which is what an ETA needs.
+        rate_text = f" ({self.done / elapsed:.3g} {self.unit}/s)" if self.done and elapsed else ""
         stopped = "stopped after " if exc_type else ""
         self._print(
             f"{self.label}: {stopped}{self.done:,} {self.unit} in "
