@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 import tempfile
+import traceback
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
@@ -17,9 +18,9 @@ log = logging.getLogger("specray")
 
 GRID_HELP = "wavelength grid: harps, demo or linear:START:STOP:STEP[:R] (Angstrom)"
 
-# Errors a user can fix; anything else is a bug and keeps its traceback. ValueError stays
-# until every user-facing check raises a SpecrayError subclass.
-USER_ERRORS: tuple[type[Exception], ...] = (SpecrayError, OSError, ValueError)
+# Errors a user can fix: one line, or the whole chain with --verbose. Anything else is a
+# bug and keeps its traceback.
+USER_ERRORS: tuple[type[Exception], ...] = (SpecrayError, OSError)
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -418,6 +419,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         with cluster_address(args.address), ray_output(log_file(args), args.dashboard):
             return args.handler(args)
     except USER_ERRORS as exc:
+        if args.verbose:
+            traceback.print_exc()
         print(f"specray {args.command}: error: {exc}", file=sys.stderr)
         return 2
     finally:

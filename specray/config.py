@@ -346,13 +346,29 @@ def parse_overrides(items: list[str]) -> dict:
     return nested
 
 
+def _read_settings(path: str) -> object:
+    """The settings in a YAML or JSON file; ConfigError naming the file and the place where
+    it stops parsing."""
+    text = storage.read_text(path)
+    if path.endswith(".json"):
+        try:
+            return json.loads(text)
+        except ValueError as exc:
+            raise ConfigError(f"{path}: not valid JSON: {exc}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
+
+
 def load_config(path: str | None = None, overrides: list[str] | None = None) -> Config:
     """Defaults, then the file at ``path`` (local or s3://), then ``overrides``."""
     config = Config()
     if path:
-        text = storage.read_text(path)
-        values = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
-        apply(config, values or {})
+        apply(config, _read_settings(path) or {})
     apply(config, parse_overrides(overrides or []))
     return config
 

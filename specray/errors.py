@@ -11,3 +11,7 @@ from __future__ import annotations
 
 class SpecrayError(Exception):
     """A problem with the user's input, data or environment: the message says what to change."""
+
+
+class InputError(SpecrayError, ValueError):
+    """A value the user gave (an option, a setting, a table, an array) that cannot be used."""

@@ -90,7 +90,7 @@ def compare_analyses(before: dict | None, now: dict) -> dict:
 
 def _active_run(run: str) -> str:
     pointer = storage.join(run, ACTIVE_RUN_FILE)
-    return json.loads(storage.read_text(pointer))["run"] if storage.exists(pointer) else run
+    return storage.read_json(pointer)["run"] if storage.exists(pointer) else run
 
 
 def _training_config(active_run: str, store_grid, overrides: dict, from_scratch: bool):
@@ -172,11 +172,11 @@ def retrain(
             train(store, target, config)
             out = storage.join(analysis, _stamp())
             analyze(out, config, data=store, model=target)
-            now = json.loads(storage.read_text(storage.join(out, "analysis.json")))
+            now = storage.read_json(storage.join(out, "analysis.json"))
             previous = history[-1]["analysis"] if history else None
             before = None
             if previous:
-                before = json.loads(storage.read_text(storage.join(previous, "analysis.json")))
+                before = storage.read_json(storage.join(previous, "analysis.json"))
             comparison = compare_analyses(before, now)
             storage.atomic_write_text(
                 storage.join(out, "comparison.json"), json.dumps(comparison, indent=2)

@@ -72,7 +72,7 @@ import json
 import numpy as np
 import pyarrow as pa
 
-from specray.errors import SpecrayError
+from specray.errors import InputError, SpecrayError
 from specray.spectra.grid import Grid
 
 SCHEMA_VERSION = "1"
@@ -199,14 +199,14 @@ def tensor_array(values: np.ndarray, dtype: np.dtype) -> pa.FixedShapeTensorArra
     """Rows of a 2-D array as a fixed_shape_tensor column (one row per spectrum)."""
     values = np.ascontiguousarray(values, dtype=dtype)
     if values.ndim != 2:
-        raise ValueError(f"expected a 2-D array of rows, got shape {values.shape}")
+        raise InputError(f"expected a 2-D array of rows, got shape {values.shape}")
     return pa.FixedShapeTensorArray.from_numpy_ndarray(values)
 
 
 def _rows_as_binary(rows: np.ndarray) -> pa.FixedSizeBinaryArray:
     """Each row of a C-contiguous 2-D array as one fixed-width binary value (no copy)."""
     if rows.ndim != 2:
-        raise ValueError(f"expected a 2-D array of rows, got shape {rows.shape}")
+        raise InputError(f"expected a 2-D array of rows, got shape {rows.shape}")
     width = rows.shape[1] * rows.itemsize
     return pa.Array.from_buffers(pa.binary(width), rows.shape[0], [None, pa.py_buffer(rows)])
 
@@ -224,7 +224,7 @@ def encode_mask(values: np.ndarray, version: int = FORMAT_VERSION) -> pa.Array:
         return tensor_array(values, MASK_DTYPE)
     values = np.asarray(values)
     if values.ndim != 2:
-        raise ValueError(f"expected a 2-D array of rows, got shape {values.shape}")
+        raise InputError(f"expected a 2-D array of rows, got shape {values.shape}")
     return _rows_as_binary(np.packbits(values != 0, axis=1))
 
 
@@ -235,7 +235,7 @@ def _binary_rows(column: pa.ChunkedArray | pa.Array, dtype: str, width: int) -> 
     parts = []
     for chunk in chunks:
         if chunk.null_count:
-            raise ValueError("a spectrum column holds nulls")
+            raise InputError("a spectrum column holds nulls")
         row_bytes = chunk.type.byte_width
         data = np.frombuffer(chunk.buffers()[1], np.uint8)
         rows = data[chunk.offset * row_bytes : (chunk.offset + len(chunk)) * row_bytes]
@@ -318,7 +318,7 @@ def grid_from_schema(schema: pa.Schema) -> Grid:
     """The grid recorded in a shard's metadata."""
     metadata = schema.metadata or {}
     if GRID_KEY not in metadata:
-        raise ValueError("not a specray shard: no grid in the Parquet metadata")
+        raise FormatError("not a specray shard: no grid in the Parquet metadata")
     return Grid.from_json(metadata[GRID_KEY])
 
 
@@ -368,11 +368,11 @@ def latent_schema(
     teff, snr). ``grid`` and ``provenance`` (JSON-able) go into the file metadata.
     """
     if int(latent_dim) != latent_dim or latent_dim < 1:
-        raise ValueError(f"latent_dim must be a positive integer, got {latent_dim!r}")
+        raise InputError(f"latent_dim must be a positive integer, got {latent_dim!r}")
     reserved = {"id", "object", "mu", "logvar"}
     clash = sorted(reserved & set(label_names))
     if clash:
-        raise ValueError(f"label columns {clash} clash with the latent table's own columns")
+        raise InputError(f"label columns {clash} clash with the latent table's own columns")
     fields = [pa.field("id", pa.string()), pa.field("object", pa.string())]
     fields.append(pa.field("mu", tensor_type(LATENT_DTYPE, int(latent_dim))))
     if logvar:

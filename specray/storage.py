@@ -20,11 +20,13 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, Any
 from urllib.parse import urlparse
 
 import fsspec
+import pyarrow as pa
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 from botocore.exceptions import EndpointConnectionError, NoCredentialsError, ParamValidationError
 
 from specray.errors import SpecrayError
@@ -215,11 +217,46 @@ def atomic_write_text(uri: str, text: str) -> None:
     atomic_write_bytes(uri, text.encode("utf-8"))
 
 
+def _parse_json(uri: str, text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise StorageError(f"{uri}: damaged, not valid JSON ({exc})") from None
+
+
+def read_json(uri: str) -> Any:
+    """The value stored in a JSON file; StorageError naming the file if it is damaged."""
+    return _parse_json(uri, read_text(uri))
+
+
+@contextmanager
+def _parquet_file(uri: str) -> Iterator[str]:
+    """Turn Arrow's complaint about a damaged Parquet file into a StorageError naming it."""
+    try:
+        yield uri
+    except pa.ArrowInvalid as exc:
+        raise StorageError(f"{uri}: damaged or not a Parquet file ({exc})") from None
+
+
+def read_parquet(uri: str, columns: list[str] | None = None) -> pa.Table:
+    """The table in one Parquet file (only ``columns`` if given)."""
+    fs, path = arrow_filesystem(uri)
+    with _parquet_file(uri):
+        return pq.read_table(path, filesystem=fs, columns=columns)
+
+
+def read_parquet_footer(uri: str) -> pq.FileMetaData:
+    """The footer of one Parquet file: its schema and row count, without reading rows."""
+    fs, path = arrow_filesystem(uri)
+    with _parquet_file(uri):
+        return pq.read_metadata(path, filesystem=fs)
+
+
 def read_jsonl(uri: str) -> list[dict]:
     """The records of a JSON-lines file; [] when it does not exist yet."""
     if not exists(uri):
         return []
-    return [json.loads(line) for line in read_text(uri).splitlines() if line.strip()]
+    return [_parse_json(uri, line) for line in read_text(uri).splitlines() if line.strip()]
 
 
 def write_jsonl(uri: str, records: list[dict]) -> None:

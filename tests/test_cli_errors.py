@@ -15,6 +15,7 @@ import pytest
 from specray.cli import main
 from tests.analysis.test_pipeline import planted_table
 from tests.conftest import ADP_FIXTURE
+from tests.helpers import write_toy_store
 
 
 def run_cli(capsys, *args: str) -> tuple[int, str]:
@@ -101,3 +102,58 @@ def test_analyze_with_a_mistyped_label_fails_and_lists_the_labels_there_are(tmp_
     assert "'tef' is not in the data" in err
     assert "Labels with values: rv, teff, logg, snr" in err
     assert not (out / "analysis.json").exists()
+
+
+def damage(path) -> None:
+    """Overwrite a file with bytes that are neither JSON nor Parquet (a torn copy)."""
+    path.write_bytes(b"\x00garbage, not the file that was here")
+
+
+def test_a_damaged_store_descriptor_is_named(tmp_path, capsys):
+    store = tmp_path / "store"
+    write_toy_store(str(store), n_objects=4, epochs=1, shards=1, format_version=1)
+    damage(store / "store.json")
+    code, err = run_cli(capsys, "migrate", str(store))
+    assert code == 2
+    assert f"{store}/store.json: damaged, not valid JSON" in err
+
+
+def test_a_damaged_shard_is_named(tmp_path, capsys):
+    store = tmp_path / "store"
+    write_toy_store(str(store), n_objects=4, epochs=1, shards=1, format_version=1)
+    (shard,) = (store / "shards").glob("*.parquet")
+    damage(shard)
+    code, err = run_cli(capsys, "migrate", str(store))
+    assert code == 2
+    assert f"{shard}: damaged or not a Parquet file" in err
+
+
+@pytest.mark.parametrize(("name", "kind"), [("bad.yaml", "YAML"), ("bad.json", "JSON")])
+def test_a_settings_file_that_does_not_parse_is_named(tmp_path, capsys, name, kind):
+    settings = tmp_path / name
+    settings.write_text("train: {epochs: [1,\n")
+    code, err = run_cli(capsys, "config", "--config", str(settings))
+    assert code == 2
+    assert f"{settings}: not valid {kind}" in err
+
+
+def test_verbose_shows_the_chain_behind_a_user_error(raw_folder, capsys):
+    store = raw_folder.parent / "store"
+    code = main(["-q", "-v", "ingest", str(raw_folder), "--out", str(store), "--grid", "linear:1"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "Traceback (most recent call last)" in err
+    assert err.strip().splitlines()[-1].startswith("specray ingest: error: grid 'linear:1'")
+
+
+@pytest.mark.parametrize("bug", [KeyError("mu"), ValueError("operands could not be broadcast")])
+def test_a_bug_is_not_dressed_as_a_user_error(tmp_path, monkeypatch, bug):
+    """A KeyError or a builtin ValueError from inside specray is a bug: it must reach the
+    terminal with its traceback, not as a one-line 'error:' that hides where it came from."""
+
+    def broken_migrate(*args, **kwargs):
+        raise bug
+
+    monkeypatch.setattr("specray.data.migrate.migrate", broken_migrate)
+    with pytest.raises(type(bug)):
+        main(["-q", "migrate", str(tmp_path / "store")])

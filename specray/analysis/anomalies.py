@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from specray.errors import InputError
 from specray.model.posterior import as_matrix
 
 
@@ -23,6 +24,6 @@ def isolation_forest_scores(
 
     mat = as_matrix(latents_informative, "latents_informative")
     if mat.shape[0] < 2:
-        raise ValueError("need at least 2 spectra for an isolation forest")
+        raise InputError("need at least 2 spectra for an isolation forest")
     forest = IsolationForest(random_state=seed, **kwargs).fit(mat)
     return -forest.score_samples(mat)

@@ -44,6 +44,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from specray.analysis.mi import MIN_SAMPLES, mutual_information
+from specray.errors import InputError
 
 FILL_VALUE = 1.0
 """Flux given to masked pixels before PCA: the continuum of median-normalised flux."""
@@ -98,7 +99,7 @@ class StreamingPCA:
 
     def __init__(self, n_components: int, chunk_rows: int = 256, oversample: int = 10) -> None:
         if n_components < 1:
-            raise ValueError(f"n_components must be >= 1, got {n_components}")
+            raise InputError(f"n_components must be >= 1, got {n_components}")
         self.n_components = int(n_components)
         self.n_fitted = self.n_components + max(int(oversample), 0)
         self.chunk_rows = max(int(chunk_rows), 2 * self.n_fitted)
@@ -112,7 +113,7 @@ class StreamingPCA:
         """Take a (n, pixels) batch of (already filled) spectra."""
         rows = np.asarray(rows, dtype=np.float64)
         if rows.ndim != 2:
-            raise ValueError(f"spectra must be 2-D (n, pixels), got shape {rows.shape}")
+            raise InputError(f"spectra must be 2-D (n, pixels), got shape {rows.shape}")
         if rows.shape[0] == 0:
             return
         self._buffer.append(rows)
@@ -134,7 +135,7 @@ class StreamingPCA:
     def finish(self) -> PCABasis:
         """Fit what is left and return the first ``n_components`` PCs."""
         if self.n_seen < self.n_components:
-            raise ValueError(
+            raise InputError(
                 f"PCA with {self.n_components} components needs at least that many spectra, "
                 f"got {self.n_seen}"
             )
@@ -211,9 +212,9 @@ def recovery_score(
     x = np.asarray(features, dtype=np.float64)
     y = np.asarray(values, dtype=np.float64)
     if x.ndim != 2 or x.shape[0] != y.size:
-        raise ValueError(f"features {x.shape} do not match {y.size} label values")
+        raise InputError(f"features {x.shape} do not match {y.size} label values")
     if y.size < 2 * folds:
-        raise ValueError(f"{folds}-fold cross-validation needs >= {2 * folds} values, got {y.size}")
+        raise InputError(f"{folds}-fold cross-validation needs >= {2 * folds} values, got {y.size}")
     train_size = y.size - int(np.ceil(y.size / folds))
     regressor = make_pipeline(
         StandardScaler(), KNeighborsRegressor(n_neighbors=min(N_NEIGHBOURS, train_size))
@@ -248,7 +249,7 @@ def compare_labels(
     """
     latents, pcs = np.asarray(latents, np.float64), np.asarray(pcs, np.float64)
     if latents.shape[0] != pcs.shape[0]:
-        raise ValueError(f"{latents.shape[0]} latent rows but {pcs.shape[0]} PCA rows")
+        raise InputError(f"{latents.shape[0]} latent rows but {pcs.shape[0]} PCA rows")
     out = {}
     for name, values in labels.items():
         values = np.asarray(values, dtype=np.float64)

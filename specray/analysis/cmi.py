@@ -39,7 +39,7 @@ from scipy.spatial import cKDTree
 from scipy.special import digamma
 
 from specray.analysis.mi import ksg_from_prepared, normal_scores
-from specray.errors import SpecrayError
+from specray.errors import InputError, SpecrayError
 
 KINDS = ("continuous", "discrete", "categorical")
 DEFAULT_MAX_DISCRETE_VALUES = 20
@@ -116,7 +116,7 @@ def _kth_distance(points: FloatArray, k: int) -> FloatArray:
     """Max-norm distance from each point to its k-th nearest other point."""
     dist = cKDTree(points).query(points, k=[k + 1], p=np.inf)[0][:, 0]
     if np.any(dist == 0):
-        raise ValueError(
+        raise InputError(
             "k-NN estimators need distinct points, but more than k samples coincide; "
             "prepare continuous variables with normal scores (ties broken at random)"
         )
@@ -144,7 +144,7 @@ def conditional_mi(x: ArrayLike, y: ArrayLike, z: ArrayLike | None = None, k: in
     n = xa.shape[0]
     ya, za = _columns(y, n), _columns(z, n)
     if n < k + 2:
-        raise ValueError(f"need at least {k + 2} samples, got {n}")
+        raise InputError(f"need at least {k + 2} samples, got {n}")
     if za.shape[1] == 0 and xa.shape[1] == 1 and ya.shape[1] == 1:
         return ksg_from_prepared(xa[:, 0], ya[:, 0], k)  # the same estimate, counted faster
     eps = _kth_distance(np.hstack((xa, ya, za)), k)
@@ -162,7 +162,7 @@ def discrete_mi(codes: ArrayLike, x: ArrayLike, k: int = 5) -> float:
     _, inverse, counts = np.unique(y, return_inverse=True, return_counts=True)
     keep = counts[inverse] >= 2
     if np.count_nonzero(keep) < k + 2:
-        raise ValueError("need at least k + 2 samples in classes with two or more members")
+        raise InputError("need at least k + 2 samples in classes with two or more members")
     y, xa, inverse = y[keep], xa[keep], inverse[keep]
     class_size = counts[inverse]
     dist = np.empty(y.size)

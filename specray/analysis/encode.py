@@ -31,7 +31,7 @@ import torch
 from specray import schema, storage
 from specray.data.reader import data_fingerprint, read_store
 from specray.data.store import open_store
-from specray.errors import SpecrayError
+from specray.errors import InputError, SpecrayError
 from specray.model.checkpoint import checkpoint_grid, load_trained_model
 from specray.progress import Progress
 from specray.spectra.grid import Grid
@@ -120,7 +120,7 @@ def encode_store(
     from specray.runtime import ensure_ray
 
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise InputError(f"batch_size must be >= 1, got {batch_size}")
     store = open_store(store_uri)
     model, meta = load_trained_model(run_uri)
     check_grid(checkpoint_grid(meta), store.grid, run_uri, store_uri)
@@ -151,7 +151,7 @@ def encode_store(
                 parts.setdefault(name, []).append(np.asarray(values))
             shown.advance(len(batch["id"]))
     if not parts:
-        raise ValueError(f"{store_uri}: the store holds no spectra to encode")
+        raise InputError(f"{store_uri}: the store holds no spectra to encode")
     columns = {name: np.concatenate(values) for name, values in parts.items()}
     order = np.argsort(columns["id"].astype(str), kind="stable")
     columns = {name: values[order] for name, values in columns.items()}
@@ -189,9 +189,9 @@ def decode_traversals(
     """
     ref = np.asarray(reference, dtype=np.float32)
     if ref.ndim != 1:
-        raise ValueError(f"reference must be one latent vector, got shape {ref.shape}")
+        raise InputError(f"reference must be one latent vector, got shape {ref.shape}")
     if len(nodes) != len(sigma):
-        raise ValueError("need one sigma per node")
+        raise InputError("need one sigma per node")
     steps = np.asarray(offsets, dtype=np.float32)
     z = np.repeat(ref[None, None, :], len(nodes), axis=0).repeat(steps.size, axis=1)
     for i, (node, spread) in enumerate(zip(nodes, sigma, strict=True)):

@@ -50,6 +50,7 @@ from numpy.typing import ArrayLike, NDArray
 from scipy.spatial import cKDTree
 from scipy.special import digamma, ndtri
 
+from specray.errors import InputError
 from specray.model.posterior import as_matrix
 
 METHODS = ("ksg", "copula", "histogram")
@@ -70,10 +71,10 @@ def as_sample(x: ArrayLike, name: str = "x") -> FloatArray:
     """Return ``x`` as a finite 1-D float64 array, or raise ValueError saying what is wrong."""
     arr = np.asarray(x, dtype=np.float64)
     if arr.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
+        raise InputError(f"{name} must be 1-D, got shape {arr.shape}")
     if not np.all(np.isfinite(arr)):
         bad = int(np.count_nonzero(~np.isfinite(arr)))
-        raise ValueError(f"{name} has {bad} non-finite value(s); drop or impute them first")
+        raise InputError(f"{name} has {bad} non-finite value(s); drop or impute them first")
     return arr
 
 
@@ -83,9 +84,9 @@ def check_pair(
     """Validate two samples of one joint distribution: 1-D, finite, same length, long enough."""
     xa, ya = as_sample(x, "x"), as_sample(y, "y")
     if xa.shape != ya.shape:
-        raise ValueError(f"x and y must have the same length, got {xa.size} and {ya.size}")
+        raise InputError(f"x and y must have the same length, got {xa.size} and {ya.size}")
     if xa.size < min_samples:
-        raise ValueError(f"need at least {min_samples} samples, got {xa.size}")
+        raise InputError(f"need at least {min_samples} samples, got {xa.size}")
     return xa, ya
 
 
@@ -156,7 +157,7 @@ def ksg_from_prepared(tx: FloatArray, ty: FloatArray, k: int = 3) -> float:
     dist, _ = cKDTree(points).query(points, k=[k + 1], p=np.inf)
     eps = dist[:, 0]
     if np.any(eps == 0):
-        raise ValueError(
+        raise InputError(
             "KSG needs distinct points, but more than k samples coincide exactly; "
             "use copula=True (ties are then broken at random) or add jitter"
         )
@@ -213,11 +214,11 @@ class Estimator:
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
-            raise ValueError(f"unknown MI method {self.method!r}; choose from {METHODS}")
+            raise InputError(f"unknown MI method {self.method!r}; choose from {METHODS}")
         if int(self.k) != self.k or self.k < 1:
-            raise ValueError(f"k must be a positive integer, got {self.k!r}")
+            raise InputError(f"k must be a positive integer, got {self.k!r}")
         if int(self.bins) != self.bins or self.bins < 2:
-            raise ValueError(f"bins must be an integer >= 2, got {self.bins!r}")
+            raise InputError(f"bins must be an integer >= 2, got {self.bins!r}")
 
     @property
     def min_samples(self) -> int:
@@ -241,7 +242,7 @@ class Estimator:
             return normal_scores(xa, self.seed)
         std = xa.std()
         if std == 0:
-            raise ValueError("cannot use KSG with copula=False on a constant variable")
+            raise InputError("cannot use KSG with copula=False on a constant variable")
         return (xa - xa.mean()) / std
 
     def prepare_columns(self, a: ArrayLike) -> FloatArray:
@@ -265,7 +266,7 @@ class Estimator:
     def estimate_many(self, tx: FloatArray, ty: FloatArray) -> FloatArray:
         """MI of every column of ``tx`` (n, D) with every column of ``ty`` (n, B) -> (D, B)."""
         if tx.ndim != 2 or ty.ndim != 2 or tx.shape[0] != ty.shape[0]:
-            raise ValueError(f"need (n, D) and (n, B) arrays, got {tx.shape} and {ty.shape}")
+            raise InputError(f"need (n, D) and (n, B) arrays, got {tx.shape} and {ty.shape}")
         if self.method == "copula":
             return _copula_many(tx, ty)
         out = np.empty((tx.shape[1], ty.shape[1]))
@@ -278,7 +279,7 @@ class Estimator:
 def make_estimator(method: str = DEFAULT_METHOD, **options: object) -> Estimator:
     """Build an :class:`Estimator`, rejecting options that do not apply to ``method``."""
     if method not in METHODS:
-        raise ValueError(f"unknown MI method {method!r}; choose from {METHODS}")
+        raise InputError(f"unknown MI method {method!r}; choose from {METHODS}")
     unknown = sorted(set(options) - set(_OPTIONS[method]))
     if unknown:
         raise TypeError(
@@ -372,7 +373,7 @@ def corrected_histogram_mi_table(
     this sample size. The shuffles are reproducible from ``seed``.
     """
     if permutations < 1:
-        raise ValueError(f"permutations must be >= 1, got {permutations}")
+        raise InputError(f"permutations must be >= 1, got {permutations}")
     mat = as_matrix(latents)
     _, y = check_pair(mat[:, 0], label)
     rng = np.random.default_rng(seed)
@@ -394,7 +395,7 @@ def indicator_map(table: ArrayLike) -> FloatArray:
     """
     arr = np.asarray(table, dtype=np.float64)
     if arr.ndim != 2:
-        raise ValueError(f"table must be 2-D (binnings, nodes), got shape {arr.shape}")
+        raise InputError(f"table must be 2-D (binnings, nodes), got shape {arr.shape}")
     out = np.full_like(arr, np.nan)
     rows = ~np.isnan(arr).any(axis=1)
     peak = arr[rows].max(axis=1, keepdims=True)

@@ -130,7 +130,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from specray import schema, storage
 from specray.analysis import figures as fig
@@ -162,7 +161,7 @@ from specray.analysis.significance import (
     significance_table,
 )
 from specray.config import AnalysisConfig, Config
-from specray.errors import SpecrayError
+from specray.errors import InputError, SpecrayError
 from specray.model.posterior import (
     mean_kl_per_node,
     node_dispersion,
@@ -222,16 +221,15 @@ def read_latents(uri: str) -> LatentTable:
     """
     if not storage.exists(uri):
         raise FileNotFoundError(f"{uri}: no such latent table")
-    fs, path = storage.arrow_filesystem(uri)
-    table = pq.read_table(path, filesystem=fs)
+    table = storage.read_parquet(uri)
     if "mu" not in table.column_names:
-        raise ValueError(f"{uri}: not a latent table: no 'mu' column (has {table.column_names})")
+        raise InputError(f"{uri}: not a latent table: no 'mu' column (has {table.column_names})")
     mu = _tensor(table["mu"])
     if mu.ndim != 2 or mu.shape[0] != table.num_rows or not np.all(np.isfinite(mu)):
-        raise ValueError(f"{uri}: 'mu' must be finite with D values per row, got {mu.shape}")
+        raise InputError(f"{uri}: 'mu' must be finite with D values per row, got {mu.shape}")
     logvar = _tensor(table["logvar"]) if "logvar" in table.column_names else None
     if logvar is not None and logvar.shape != mu.shape:
-        raise ValueError(f"{uri}: 'logvar' {logvar.shape} does not match 'mu' {mu.shape}")
+        raise InputError(f"{uri}: 'logvar' {logvar.shape} does not match 'mu' {mu.shape}")
     rows = np.arange(table.num_rows).astype(str)
     ids = np.asarray(table["id"].to_pylist(), dtype=str) if "id" in table.column_names else rows
     objects = (
@@ -586,7 +584,7 @@ def _traversals(table, sel, informative, mad, model_uri, cfg, notes) -> tuple[by
     model, meta = load_trained_model(model_uri)
     grid = checkpoint_grid(meta)
     if model.arch.latent_dim != table.latent_dim:
-        raise ValueError(
+        raise InputError(
             f"the model has {model.arch.latent_dim} latent nodes but the latent table "
             f"{table.uri} has {table.latent_dim}"
         )
@@ -692,9 +690,9 @@ def _clean(value: Any) -> Any:
 def _check_sources(data: str | None, model: str | None, latents: str | None) -> None:
     """Either a latent table (a model too draws traversals), or a store with a model."""
     if latents and data:
-        raise ValueError("give either --latents or --data, not both")
+        raise InputError("give either --latents or --data, not both")
     if not latents and not (data and model):
-        raise ValueError("need --latents FILE, or --data STORE together with --model RUN")
+        raise InputError("need --latents FILE, or --data STORE together with --model RUN")
 
 
 def analyze(

@@ -30,6 +30,7 @@ import numpy as np
 from astropy.stats import mad_std, sigma_clip
 from numpy.typing import ArrayLike, NDArray
 
+from specray.errors import InputError
 from specray.placeholders import placeholders as shared_placeholders
 
 IntArray = NDArray[np.intp]
@@ -41,7 +42,7 @@ def _column(table: Mapping[str, ArrayLike], name: str, n: int | None, what: str)
         raise KeyError(f"{what} column {name!r} not in table (columns: {sorted(table)})")
     col = np.asarray(table[name])
     if col.ndim != 1 or (n is not None and col.size != n):
-        raise ValueError(f"column {name!r} has shape {col.shape}, expected ({n},)")
+        raise InputError(f"column {name!r} has shape {col.shape}, expected ({n},)")
     return col
 
 
@@ -49,7 +50,7 @@ def _group_first(objects: ArrayLike, keys: Sequence[np.ndarray]) -> IntArray:
     """Per object, the row that sorts first by ``keys`` (primary key first); sorted indices."""
     obj = np.asarray(objects)
     if obj.ndim != 1:
-        raise ValueError(f"objects must be 1-D, got shape {obj.shape}")
+        raise InputError(f"objects must be 1-D, got shape {obj.shape}")
     if obj.size == 0:
         return np.empty(0, dtype=np.intp)
     _, group = np.unique(obj, return_inverse=True)
@@ -63,7 +64,7 @@ def best_per_object(objects: ArrayLike, snr: ArrayLike) -> IntArray:
     """Index of the highest-SNR row of every object (NaN SNR counts as lowest; ties: first)."""
     s = np.asarray(snr, dtype=np.float64)
     if s.shape != np.shape(objects):
-        raise ValueError("objects and snr must have the same shape")
+        raise InputError("objects and snr must have the same shape")
     neg = np.where(np.isnan(s), np.inf, -s)
     return _group_first(objects, [neg, np.arange(s.size)])
 
@@ -131,9 +132,9 @@ def sigma_clip_mask(
     until a pass clips nothing); a row survives only if no column clips it.
     """
     if sigma <= 0:
-        raise ValueError(f"sigma must be positive, got {sigma}")
+        raise InputError(f"sigma must be positive, got {sigma}")
     if iterations is not None and iterations < 1:
-        raise ValueError(f"iterations must be >= 1 (or None: until converged), got {iterations}")
+        raise InputError(f"iterations must be >= 1 (or None: until converged), got {iterations}")
     out = keep.copy()
     if keep.sum() < 2:
         return out
@@ -166,7 +167,7 @@ def select_for_analysis(
     ``placeholders`` count as missing.
     """
     if not labels:
-        raise ValueError("labels is empty: name the label columns to select on")
+        raise InputError("labels is empty: name the label columns to select on")
     n = _column(table, labels[0], None, "label").size
     cols = [missing_as_nan(_column(table, name, n, "label"), placeholders)[0] for name in labels]
     keep = np.all([np.isfinite(c) for c in cols], axis=0)

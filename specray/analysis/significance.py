@@ -51,6 +51,7 @@ from specray.analysis.mi import (
     check_pair,
     make_estimator,
 )
+from specray.errors import InputError
 from specray.progress import Progress
 
 FDR_METHODS = ("bh", "by", "none")
@@ -74,7 +75,7 @@ def permutation_pvalue(i_obs: ArrayLike, i_perm: ArrayLike) -> float | FloatArra
     obs = np.asarray(i_obs, dtype=np.float64)
     perm = np.asarray(i_perm, dtype=np.float64)
     if perm.ndim != obs.ndim + 1 or perm.shape[:-1] != obs.shape:
-        raise ValueError(f"i_perm shape {perm.shape} does not match i_obs shape {obs.shape}")
+        raise InputError(f"i_perm shape {perm.shape} does not match i_obs shape {obs.shape}")
     exceed = np.count_nonzero(perm >= obs[..., None], axis=-1)
     p = pvalue_from_exceedances(exceed, perm.shape[-1])
     return float(p) if p.ndim == 0 else p
@@ -106,9 +107,9 @@ def adjust_pvalues(p: ArrayLike, method: str = "bh") -> FloatArray:
 
     arr = np.asarray(p, dtype=np.float64)
     if method not in FDR_METHODS:
-        raise ValueError(f"unknown FDR method {method!r}; choose from {FDR_METHODS}")
+        raise InputError(f"unknown FDR method {method!r}; choose from {FDR_METHODS}")
     if arr.size and (np.any(~np.isfinite(arr)) or arr.min() < 0 or arr.max() > 1):
-        raise ValueError("p-values must be finite and within [0, 1]")
+        raise InputError("p-values must be finite and within [0, 1]")
     if method == "none" or arr.size == 0:
         return arr.copy()
     adjusted = false_discovery_control(arr.ravel(), method=method)
@@ -118,9 +119,9 @@ def adjust_pvalues(p: ArrayLike, method: str = "bh") -> FloatArray:
 def _fdr_factor(n_tests: int, fdr: str) -> float:
     """How much the smallest p-value is inflated: m (BH), m * H_m (BY), 1 (none)."""
     if fdr not in FDR_METHODS:
-        raise ValueError(f"unknown FDR method {fdr!r}; choose from {FDR_METHODS}")
+        raise InputError(f"unknown FDR method {fdr!r}; choose from {FDR_METHODS}")
     if n_tests < 1:
-        raise ValueError(f"n_tests must be >= 1, got {n_tests}")
+        raise InputError(f"n_tests must be >= 1, got {n_tests}")
     if fdr == "bh":
         return float(n_tests)
     if fdr == "by":
@@ -134,7 +135,7 @@ def min_resolvable_permutations(n_tests: int, alpha: float = 0.05, fdr: str = "b
     BH: B >= n_tests/alpha - 1; BY: B >= n_tests * H(n_tests)/alpha - 1; none: 1/alpha - 1.
     """
     if not 0 < alpha < 1:
-        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+        raise InputError(f"alpha must be in (0, 1), got {alpha}")
     need = _fdr_factor(n_tests, fdr) / alpha
     return max(1, math.ceil(need * (1 - 1e-12)) - 1)
 
@@ -156,7 +157,7 @@ def choose_permutations(
     if permutations is None:
         return max(999, need), True
     if int(permutations) != permutations or permutations < 1:
-        raise ValueError(f"permutations must be a positive integer, got {permutations!r}")
+        raise InputError(f"permutations must be a positive integer, got {permutations!r}")
     if permutations < need:
         warnings.warn(
             f"B={permutations} permutations cannot resolve {n_tests} tests at "
@@ -248,9 +249,9 @@ def recentred_interval(
     """
     half = np.asarray(half_estimates, dtype=np.float64)
     if half.ndim != 1 or half.size < 2:
-        raise ValueError("need at least 2 half-sample estimates")
+        raise InputError("need at least 2 half-sample estimates")
     if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level}")
+        raise InputError(f"level must be in (0, 1), got {level}")
     dev = half - np.median(half)
     lo, hi = np.quantile(dev, [(1 - level) / 2, (1 + level) / 2])
     return max(0.0, full_estimate + float(lo)), max(0.0, full_estimate + float(hi))
@@ -308,7 +309,7 @@ def pairwise_node_mi(
     cols = _as_nodes(nodes, mat.shape[1])
     est = make_estimator(method, **options)
     if mat.shape[0] < est.min_samples:
-        raise ValueError(f"need at least {est.min_samples} samples, got {mat.shape[0]}")
+        raise InputError(f"need at least {est.min_samples} samples, got {mat.shape[0]}")
     prepared = est.prepare_columns(mat[:, cols])
     out = np.full((len(cols), len(cols)), np.nan)
     for a in range(len(cols)):
@@ -334,26 +335,26 @@ def _as_nodes(nodes: Sequence[int] | None, n_nodes: int) -> list[int]:
         return list(range(n_nodes))
     out = [int(j) for j in nodes]
     if not out:
-        raise ValueError("nodes is empty")
+        raise InputError("nodes is empty")
     if len(set(out)) != len(out):
-        raise ValueError("nodes contains duplicates")
+        raise InputError("nodes contains duplicates")
     bad = [j for j in out if not 0 <= j < n_nodes]
     if bad:
-        raise ValueError(f"node indices {bad} out of range for {n_nodes} nodes")
+        raise InputError(f"node indices {bad} out of range for {n_nodes} nodes")
     return out
 
 
 def _as_labels(labels: Mapping[str, ArrayLike], n: int, min_samples: int) -> dict[str, FloatArray]:
     """Validated labels: 1-D, length n, at least ``min_samples`` finite values each."""
     if not labels:
-        raise ValueError("labels is empty")
+        raise InputError("labels is empty")
     out = {}
     for name, values in labels.items():
         arr = np.asarray(values, dtype=np.float64)
         if arr.shape != (n,):
-            raise ValueError(f"label {name!r} has shape {arr.shape}, expected ({n},)")
+            raise InputError(f"label {name!r} has shape {arr.shape}, expected ({n},)")
         if np.count_nonzero(np.isfinite(arr)) < min_samples:
-            raise ValueError(f"label {name!r} has fewer than {min_samples} finite values")
+            raise InputError(f"label {name!r} has fewer than {min_samples} finite values")
         out[str(name)] = arr
     return out
 
@@ -411,11 +412,11 @@ def significance_table(
     n_tests = len(cols) * len(label_arrays)
     n_perm, resolvable = choose_permutations(permutations, n_tests, alpha, fdr)
     if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        raise InputError(f"chunk_size must be >= 1, got {chunk_size}")
     if ci_resamples == 1 or ci_resamples < 0:
-        raise ValueError(f"ci_resamples must be 0 (no interval) or >= 2, got {ci_resamples}")
+        raise InputError(f"ci_resamples must be 0 (no interval) or >= 2, got {ci_resamples}")
     if not 0 < ci_level < 1:
-        raise ValueError(f"ci_level must be in (0, 1), got {ci_level}")
+        raise InputError(f"ci_level must be in (0, 1), got {ci_level}")
     from specray.runtime import ensure_ray
 
     ensure_ray()

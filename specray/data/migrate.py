@@ -57,8 +57,7 @@ def migrated_name(shard: str, version: int = schema.FORMAT_VERSION) -> str:
 
 
 def _footer(store: Store, name: str) -> pq.FileMetaData:
-    fs, path = storage.arrow_filesystem(store.path(SHARDS_DIR, name))
-    return pq.read_metadata(path, filesystem=fs)
+    return storage.read_parquet_footer(store.path(SHARDS_DIR, name))
 
 
 def _already_written(store: Store, name: str, rows: int, version: int) -> bool:
@@ -84,8 +83,7 @@ def recode(table: pa.Table, target: pa.Schema, length: int) -> pa.Table:
 
 
 def _rewrite(store: Store, old: str, new: str, target: pa.Schema) -> int:
-    fs, path = storage.arrow_filesystem(store.path(SHARDS_DIR, old))
-    table = pq.read_table(path, filesystem=fs)
+    table = storage.read_parquet(store.path(SHARDS_DIR, old))
     write_shard(store.uri, recode(table, target, store.grid.length), target, new)
     return table.num_rows
 

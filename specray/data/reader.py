@@ -21,7 +21,6 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import ray
 
 from specray import schema, storage
@@ -40,8 +39,7 @@ def object_counts(store: Store) -> Counter:
     """Spectra per object, from the ``object`` column alone (a cheap column read)."""
     counts: Counter = Counter()
     for shard in store.shard_uris():
-        fs, path = storage.arrow_filesystem(shard)
-        counts.update(pq.read_table(path, columns=["object"], filesystem=fs)["object"].to_pylist())
+        counts.update(storage.read_parquet(shard, columns=["object"])["object"].to_pylist())
     return counts
 
 
@@ -188,8 +186,7 @@ def read_rows(store: Store, columns: list[str], ids: list[str] | None = None) ->
     read = list(dict.fromkeys(["id", *columns]))
     parts = []
     for shard in shards:
-        fs, path = storage.arrow_filesystem(shard)
-        table = pq.read_table(path, filesystem=fs, columns=read)
+        table = storage.read_parquet(shard, columns=read)
         parts.append(table if wanted is None else table.filter(pc.is_in(table["id"], wanted)))
     if not parts:
         return store.schema.empty_table().select(read)

@@ -236,8 +236,7 @@ def compact_shards(store: Store, sources: set[str], run_id: str) -> Compaction:
         }
     )
     for number, name in enumerate(shards):
-        fs, path = storage.arrow_filesystem(store.path(SHARDS_DIR, name))
-        table = pq.read_table(path, filesystem=fs)
+        table = storage.read_parquet(store.path(SHARDS_DIR, name))
         keep = table.filter(pc.invert(pc.is_in(table["source"], pa.array(sorted(sources)))))
         survivor = ""
         if keep.num_rows:

@@ -137,7 +137,7 @@ def open_store(uri: str) -> Store:
     descriptor_uri = storage.join(uri, STORE_FILE)
     if not storage.exists(descriptor_uri):
         raise StoreError(f"{uri}: not a specray store (no {STORE_FILE}); run `specray ingest`")
-    descriptor = json.loads(storage.read_text(descriptor_uri))
+    descriptor = storage.read_json(descriptor_uri)
     return Store(
         uri=uri,
         grid=Grid.from_json(json.dumps(descriptor["grid"])),
@@ -152,7 +152,7 @@ def open_store(uri: str) -> Store:
 def write_descriptor(store: Store) -> None:
     """Write ``store.json`` (grid, extra labels, format version, preprocessing) atomically."""
     uri = store.path(STORE_FILE)
-    descriptor = json.loads(storage.read_text(uri)) if storage.exists(uri) else {"created": now()}
+    descriptor = storage.read_json(uri) if storage.exists(uri) else {"created": now()}
     descriptor.pop("schema_version", None)  # format 1 stores' name for the same thing
     descriptor.update(
         format_version=store.format_version,

@@ -22,6 +22,7 @@ from specray import schema, storage
 from specray.data.ingest import Preprocessing, commit_run, prepared_row, stage_table, write_staged
 from specray.data.shards import DEFAULT_SHARD_BYTES
 from specray.data.store import writing_store
+from specray.errors import InputError
 from specray.runtime import ensure_ray
 from specray.spectra.fits import write_adp
 from specray.spectra.grid import Grid, named_grid
@@ -100,7 +101,7 @@ def synthesize(
 ) -> str:
     """Generate the survey into ``out``; return a one-line summary."""
     if n_stars < 1:
-        raise ValueError(f"--stars must be at least 1, got {n_stars}")
+        raise InputError(f"--stars must be at least 1, got {n_stars}")
     grid = named_grid(grid) if isinstance(grid, str) else grid
     ensure_ray()
     ranges = ray.data.from_items(_star_ranges(n_stars))
@@ -119,7 +120,7 @@ def synthesize(
             f"wrote {written} of {table.num_rows} ADP files{unchanged} and {LABELS_FILE} to {out}"
         )
     if fmt != "parquet":
-        raise ValueError(f"--format must be parquet or fits, got {fmt!r}")
+        raise InputError(f"--format must be parquet or fits, got {fmt!r}")
     with writing_store(
         out,
         grid,

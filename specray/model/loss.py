@@ -24,6 +24,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from specray.errors import InputError
+
 NORMALISATIONS = ("mean", "sum")
 
 
@@ -42,7 +44,7 @@ def kl_weight(
     ``warmup_end``, ``beta`` afterwards (a step change at ``warmup_start`` if both are equal).
     """
     if warmup_end < warmup_start:
-        raise ValueError(f"warmup_end={warmup_end} is before warmup_start={warmup_start}")
+        raise InputError(f"warmup_end={warmup_end} is before warmup_start={warmup_start}")
     if step < warmup_start:
         return 0.0
     if step >= warmup_end:
@@ -58,22 +60,22 @@ def _kl_elements(mu: Tensor, logvar: Tensor) -> Tensor:
 def kl_per_node(mu: Tensor, logvar: Tensor) -> Tensor:
     """Mean KL (nats) of each latent node over the batch, shape (D,); collapsed nodes ~0."""
     if mu.shape != logvar.shape or mu.dim() != 2:
-        raise ValueError(f"mu and logvar must both be (B, D), got {mu.shape} and {logvar.shape}")
+        raise InputError(f"mu and logvar must both be (B, D), got {mu.shape} and {logvar.shape}")
     return _kl_elements(mu, logvar).mean(dim=0)
 
 
 def _check_shapes(recon: Tensor, target: Tensor, mask: Tensor, mu: Tensor, logvar: Tensor) -> None:
     """Raise ValueError unless the loss inputs have consistent shapes."""
     if recon.shape != target.shape:
-        raise ValueError(f"recon {tuple(recon.shape)} and target {tuple(target.shape)} differ")
+        raise InputError(f"recon {tuple(recon.shape)} and target {tuple(target.shape)} differ")
     try:
         ok = torch.broadcast_shapes(mask.shape, recon.shape) == recon.shape
     except RuntimeError:
         ok = False
     if not ok:
-        raise ValueError(f"mask {tuple(mask.shape)} does not broadcast to {tuple(recon.shape)}")
+        raise InputError(f"mask {tuple(mask.shape)} does not broadcast to {tuple(recon.shape)}")
     if mu.shape != logvar.shape or mu.dim() != 2 or mu.shape[0] != recon.shape[0]:
-        raise ValueError(
+        raise InputError(
             f"mu {tuple(mu.shape)} and logvar {tuple(logvar.shape)} must be (B, D) with "
             f"B={recon.shape[0]}"
         )
@@ -98,7 +100,7 @@ def vae_loss(
     1 / (spectra of the same object) is the streaming equivalent of the published sampler.
     """
     if normalisation not in NORMALISATIONS:
-        raise ValueError(f"normalisation must be one of {NORMALISATIONS}, got {normalisation!r}")
+        raise InputError(f"normalisation must be one of {NORMALISATIONS}, got {normalisation!r}")
     _check_shapes(recon, target, mask, mu, logvar)
     batch = recon.shape[0]
     l1 = ((recon - target).abs() * mask.to(recon.dtype)).reshape(batch, -1).sum(dim=1)

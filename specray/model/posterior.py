@@ -31,14 +31,16 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from specray.errors import InputError
+
 
 def as_matrix(a: ArrayLike, name: str = "latents") -> NDArray[np.float64]:
     """Return ``a`` as a finite 2-D float64 array (rows = spectra, columns = nodes)."""
     arr = np.asarray(a, dtype=np.float64)
     if arr.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (n_samples, n_nodes), got shape {arr.shape}")
+        raise InputError(f"{name} must be 2-D (n_samples, n_nodes), got shape {arr.shape}")
     if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} contains non-finite values")
+        raise InputError(f"{name} contains non-finite values")
     return arr
 
 
@@ -57,7 +59,7 @@ def median_absolute_deviation(mu: ArrayLike) -> NDArray[np.float64]:
 def node_dispersion(mu: ArrayLike, threshold: float = DEFAULT_THRESHOLD) -> dict[str, NDArray[Any]]:
     """``{"mad": (D,) unscaled MAD of mu, "informative": (D,) bool, mad > threshold}``."""
     if threshold < 0:
-        raise ValueError(f"threshold must be >= 0, got {threshold}")
+        raise InputError(f"threshold must be >= 0, got {threshold}")
     mad = median_absolute_deviation(mu)
     return {"mad": mad, "informative": mad > threshold}
 
@@ -71,7 +73,7 @@ def _posterior(mu: ArrayLike, logvar: ArrayLike) -> tuple[NDArray[np.float64], N
     """``mu`` and ``logvar`` as finite 2-D arrays of one shape (spectra x nodes)."""
     m, lv = as_matrix(mu, "mu"), as_matrix(logvar, "logvar")
     if m.shape != lv.shape:
-        raise ValueError(f"mu {m.shape} and logvar {lv.shape} must have the same shape")
+        raise InputError(f"mu {m.shape} and logvar {lv.shape} must have the same shape")
     return m, lv
 
 
@@ -99,5 +101,5 @@ def live_nodes(
 ) -> NDArray[np.intp]:
     """Indices (ascending) of nodes whose :func:`node_information` exceeds ``threshold`` nats."""
     if threshold < 0:
-        raise ValueError(f"threshold must be >= 0 nat, got {threshold}")
+        raise InputError(f"threshold must be >= 0 nat, got {threshold}")
     return np.flatnonzero(node_information(mu, logvar) > threshold)

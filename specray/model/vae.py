@@ -38,6 +38,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from specray.errors import InputError
+
 LEAKY_SLOPE = 0.1
 
 
@@ -60,22 +62,22 @@ class VAEConfig:
     def _validate(self) -> None:
         n = len(self.channels)
         if n == 0:
-            raise ValueError("channels must list at least one encoder layer")
+            raise InputError("channels must list at least one encoder layer")
         if len(self.kernels) != n or len(self.strides) != n:
-            raise ValueError(
+            raise InputError(
                 f"channels, kernels and strides must have one entry per encoder layer; got "
                 f"{n}, {len(self.kernels)} and {len(self.strides)}"
             )
         if any(c < 1 for c in self.channels):
-            raise ValueError(f"channels must be positive, got {self.channels}")
+            raise InputError(f"channels must be positive, got {self.channels}")
         if any(k < 1 or k % 2 == 0 for k in self.kernels):
-            raise ValueError(f"kernels must be odd and positive, got {self.kernels}")
+            raise InputError(f"kernels must be odd and positive, got {self.kernels}")
         if any(s not in (1, 2) for s in self.strides):
-            raise ValueError(f"strides must be 1 or 2, got {self.strides}")
+            raise InputError(f"strides must be 1 or 2, got {self.strides}")
         if self.latent_dim < 1:
-            raise ValueError(f"latent_dim must be positive, got {self.latent_dim}")
+            raise InputError(f"latent_dim must be positive, got {self.latent_dim}")
         if self.input_length < 1:
-            raise ValueError(f"input_length must be positive, got {self.input_length}")
+            raise InputError(f"input_length must be positive, got {self.input_length}")
 
     @property
     def n_stride2(self) -> int:
@@ -137,7 +139,7 @@ def preset_names() -> list[str]:
 def resolve_config(preset: str = "paper", **overrides) -> VAEConfig:
     """Preset architecture with ``overrides`` (any :class:`VAEConfig` field) applied."""
     if preset not in _PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {preset_names()}")
+        raise InputError(f"unknown preset {preset!r}; choose one of {preset_names()}")
     unknown = set(overrides) - set(VAEConfig.__dataclass_fields__)
     if unknown:
         raise TypeError(f"unknown architecture option(s) {sorted(unknown)}")
@@ -258,7 +260,7 @@ class SpectrumVAE(nn.Module):
     def _check_input(self, x: Tensor) -> None:
         expected = (1, self.arch.input_length)
         if x.dim() != 3 or tuple(x.shape[1:]) != expected:
-            raise ValueError(
+            raise InputError(
                 f"expected input of shape (B, 1, {self.arch.input_length}), got {tuple(x.shape)}"
             )
 
@@ -314,11 +316,11 @@ def load_published_checkpoint(
     ckpt = torch.load(path_or_file, map_location=map_location, weights_only=weights_only)
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         found = sorted(ckpt)[:10] if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise ValueError(f"{name}: not a published checkpoint, no 'state_dict' (found {found})")
+        raise InputError(f"{name}: not a published checkpoint, no 'state_dict' (found {found})")
     state = _strip_prefix(dict(ckpt["state_dict"]))
     model = build_model("paper")
     problem = _first_mismatch(model, state)
     if problem is not None:
-        raise ValueError(f"{name}: does not match the paper network: {problem}")
+        raise InputError(f"{name}: does not match the paper network: {problem}")
     model.load_state_dict(state, strict=True)
     return model.eval()

@@ -55,7 +55,7 @@ from astropy.io import fits
 from astropy.io.fits.verify import VerifyError, VerifyWarning
 from astropy.utils.exceptions import AstropyUserWarning
 
-from specray.errors import SpecrayError
+from specray.errors import InputError, SpecrayError
 
 __all__ = [
     "FORMATS",
@@ -199,7 +199,7 @@ def read_spectrum(
         ValueError: ``format`` is not one of :data:`FORMATS`.
     """
     if format not in FORMATS:
-        raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
+        raise InputError(f"format must be one of {FORMATS}, got {format!r}")
     filename = _filename(source, name)
     data = _fits_bytes(_read_all(source, filename), filename)
     try:
@@ -611,12 +611,12 @@ def _validated_for_writing(
     flux32 = np.asarray(flux, dtype=np.float32)
     err32 = np.full_like(flux32, np.nan) if error is None else np.asarray(error, np.float32)
     if wave.ndim != 1 or flux32.shape != wave.shape or err32.shape != wave.shape:
-        raise ValueError(
+        raise InputError(
             "wavelength, flux and error must be 1-D of one length, got shapes "
             f"{wave.shape}, {flux32.shape}, {err32.shape}"
         )
     if wave.size < 2 or not np.all(np.isfinite(wave)) or not np.all(np.diff(wave) > 0):
-        raise ValueError("wavelength must be finite and strictly increasing (>= 2 pixels)")
+        raise InputError("wavelength must be finite and strictly increasing (>= 2 pixels)")
     return wave, flux32, err32
 
 

@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from specray.errors import SpecrayError
+from specray.errors import InputError, SpecrayError
 
 SPEED_OF_LIGHT_KMS = 299_792.458
 """Speed of light in km/s."""
@@ -285,11 +285,11 @@ def resample(wavelength: np.ndarray, flux: np.ndarray, grid: Grid) -> np.ndarray
     wavelength = np.asarray(wavelength, dtype=np.float64)
     flux = np.asarray(flux, dtype=np.float64)
     if wavelength.shape != flux.shape or wavelength.ndim != 1:
-        raise ValueError("wavelength and flux must be 1-D arrays of the same length")
+        raise InputError("wavelength and flux must be 1-D arrays of the same length")
     if _on_grid(wavelength, grid):
         return _copy_onto_grid(wavelength, flux, grid)
     if not np.all(np.diff(wavelength) > 0):
-        raise ValueError("wavelength must increase strictly")
+        raise InputError("wavelength must increase strictly")
     input_step = (wavelength[-1] - wavelength[0]) / (len(wavelength) - 1)
     if grid.step >= 1.5 * input_step:
         return _rebin_average(wavelength, flux, grid)

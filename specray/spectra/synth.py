@@ -76,6 +76,7 @@ import numpy as np
 from scipy.signal import oaconvolve
 from scipy.special import dawsn, ndtr, voigt_profile
 
+from specray.errors import InputError
 from specray.spectra.grid import SPEED_OF_LIGHT_KMS, Grid, named_grid
 
 # --------------------------------------------------------------------------- constants
@@ -534,10 +535,10 @@ _STAR_KEYS = (
 
 def _check_range(n_stars: int, star_range: tuple[int, int] | None) -> tuple[int, int]:
     if n_stars < 0:
-        raise ValueError(f"n_stars must be >= 0, got {n_stars}")
+        raise InputError(f"n_stars must be >= 0, got {n_stars}")
     start, stop = (0, n_stars) if star_range is None else star_range
     if not 0 <= start <= stop <= n_stars:
-        raise ValueError(f"star_range {star_range} must lie within [0, {n_stars}]")
+        raise InputError(f"star_range {star_range} must lie within [0, {n_stars}]")
     return int(start), int(stop)
 
 
@@ -687,7 +688,7 @@ def draw_epochs(stars: Stars, mean_epochs: float, seed: int) -> Epochs:
     hundreds. Each star's epochs depend only on ``seed`` and its survey index.
     """
     if mean_epochs < 1.0:
-        raise ValueError(f"mean_epochs must be >= 1, got {mean_epochs}")
+        raise InputError(f"mean_epochs must be >= 1, got {mean_epochs}")
     cdf = _epoch_count_cdf(float(mean_epochs))
     parts = [_draw_star_epochs(stars, i, cdf, seed) for i in range(len(stars))]
     if not parts:
@@ -1362,7 +1363,7 @@ def _apply_defect(
         offset = 5.0 + 45.0 * (rng.random() if rng is not None else 0.5)
         flux[usable] -= float(np.mean(flux[usable])) + offset
         return flux
-    raise ValueError(f"unknown defect {defect!r}; expected one of {DEFECTS}")
+    raise InputError(f"unknown defect {defect!r}; expected one of {DEFECTS}")
 
 
 def _as_grid(grid: Grid | str) -> Grid:
@@ -1395,9 +1396,9 @@ def render(
     alone (dividing by it normalises a spectrum exactly).
     """
     if abs(rv) > MAX_ABS_RV_KMS:
-        raise ValueError(f"|rv| must be <= {MAX_ABS_RV_KMS} km/s, got {rv}")
+        raise InputError(f"|rv| must be <= {MAX_ABS_RV_KMS} km/s, got {rv}")
     if abs(berv) > MAX_ABS_BERV_KMS:
-        raise ValueError(f"|berv| must be <= {MAX_ABS_BERV_KMS} km/s, got {berv}")
+        raise InputError(f"|berv| must be <= {MAX_ABS_BERV_KMS} km/s, got {berv}")
     model = _grid_model(_as_grid(grid))
     rest = _rest_frame_spectrum(model, teff, logg, feh, vsini) if lines else None
     epoch = {"rv": rv, "berv": berv, "airmass": airmass, "pwv": pwv, "tilt": tilt, "snr": snr}
@@ -1448,7 +1449,7 @@ def generate(
     grid = _as_grid(grid)
     size = batch_size or default_batch_size(grid)
     if size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise InputError(f"batch_size must be >= 1, got {batch_size}")
     stars = draw_stars(n_stars, seed, star_range)
     epochs = draw_epochs(stars, mean_epochs, seed)
     labels = epoch_labels(stars, epochs)
