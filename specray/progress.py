@@ -187,6 +187,11 @@ class Progress:
             self._count(self.done + n)
             self.fields.update(fields)
 
+    def note(self, line: str) -> None:
+        """Print ``line`` on its own, above the live line (a finished trial, a stage's step)."""
+        if self.active:
+            self._print(line)
+
     # -- drawing
 
     def _run(self) -> None:

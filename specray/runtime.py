@@ -168,12 +168,20 @@ def ensure_ray(num_cpus: int | None = None) -> None:
     )
     _shut_down_on_signals(handlers)
     if _dashboard:
-        log.info("Ray dashboard: http://%s", context.dashboard_url)
+        log.info("Ray dashboard: http://%s%s", context.dashboard_url, _sign_in_hint())
     if _log_file:
         log.info(
             "Ray's messages go to %s (--verbose shows them); its processes' logs are in %s",
             _log_file, session_log_folder(),
         )  # fmt: skip
+
+
+def _sign_in_hint() -> str:
+    """How to open the dashboard when Ray guards it with a token (a local Ray does by
+    default since 2.5x: ``ray.init`` sets RAY_AUTH_MODE=token for itself and its children)."""
+    if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
+        return ""
+    return " (it asks for Ray's token: `ray get-auth-token` prints it)"
 
 
 def _join(address: str) -> None:

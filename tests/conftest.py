@@ -59,3 +59,13 @@ def s3_bucket(s3_endpoint):
     name = f"test-{uuid.uuid4().hex[:10]}"
     boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=name)
     return f"s3://{name}"
+
+
+@pytest.fixture
+def progress_shown():
+    """specray's progress lines on (as the CLI does without -q), off again afterwards."""
+    from specray import progress
+
+    progress.enable(True)
+    yield
+    progress.enable(False)

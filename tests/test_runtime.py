@@ -4,6 +4,7 @@ its own Ray temporary folder."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -157,3 +158,54 @@ def test_joining_a_dead_cluster_fails_fast_naming_the_address(ray_tmpdir, how):
     assert f"no Ray cluster answers at {address}" in line and "RAY_ADDRESS" in line
     assert time.monotonic() - began < 60 + CONNECT_TIMEOUT_S  # Ray alone retries for minutes
     assert not (ray_tmpdir / "raw").exists()
+
+
+OPEN_THE_DASHBOARD = """
+import json, logging, subprocess, sys, urllib.request
+from specray.cli import main
+
+seen = {}
+
+
+class OpenDashboard(logging.Handler):
+    # Opens the URL the command prints, while the command's Ray is up, as a user would.
+    def emit(self, record):
+        message = record.getMessage()
+        if not message.startswith("Ray dashboard: "):
+            return
+        seen["line"] = message
+        url = message.split()[2]
+        token = subprocess.run(["ray", "get-auth-token"], capture_output=True, text=True)
+        headers = {"Authorization": "Bearer " + token.stdout.strip()}
+        request = urllib.request.Request(url + "/api/version", headers=headers)
+        with urllib.request.urlopen(request, timeout=60) as reply:
+            seen["answer"] = json.loads(reply.read())
+
+
+logging.getLogger("specray.runtime").addHandler(OpenDashboard())
+code = main(sys.argv[1:])
+print(json.dumps(seen))
+sys.exit(code)
+"""
+
+
+def test_dashboard_option_serves_the_dashboard_at_the_printed_url(ray_tmpdir):
+    script = ray_tmpdir / "open_dashboard.py"
+    script.write_text(OPEN_THE_DASHBOARD)
+    command = [sys.executable, str(script), "--dashboard", "synth"]
+    command += ["--out", str(ray_tmpdir / "raw"), "--stars", "1", "--format", "fits"]
+    bin_folder = os.path.dirname(sys.executable)  # `ray`, as the hint tells the user to run
+    env = environment(ray_tmpdir, PATH=f"{bin_folder}:{os.environ['PATH']}")
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["line"] in done.stderr  # printed on the terminal
+    assert seen["answer"]["ray_version"] == ray_version()
+    if os.environ.get("RAY_AUTH_MODE", "").lower() != "disabled":  # Ray's default: a token
+        assert "`ray get-auth-token` prints it" in seen["line"]
+
+
+def ray_version() -> str:
+    import ray
+
+    return ray.__version__

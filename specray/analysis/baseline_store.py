@@ -38,6 +38,7 @@ from specray.analysis.baseline import (
 from specray.analysis.encode import actor_count, check_grid
 from specray.data.reader import read_store
 from specray.data.store import StoreError, open_store
+from specray.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -93,11 +94,14 @@ def _unwrap(values) -> np.ndarray:
     return values if isinstance(values, np.ndarray) else np.asarray(values)
 
 
-def fit_pca(dataset, n_components: int, batch_size: int = BATCH_SIZE):
-    """Stream ``flux``/``mask`` batches of ``dataset`` into an incremental PCA."""
+def fit_pca(dataset, n_components: int, batch_size: int = BATCH_SIZE, total: int | None = None):
+    """Stream ``flux``/``mask`` batches of ``dataset`` (``total`` rows, for the progress
+    line) into an incremental PCA."""
     stream = StreamingPCA(n_components, chunk_rows=max(batch_size, 2 * n_components))
-    for batch in dataset.iter_batches(batch_size=batch_size, batch_format="numpy"):
-        stream.add(fill_masked(_stack(batch["flux"]), _stack(batch["mask"])))
+    with Progress("PCA fit", total, "spectra") as shown:
+        for batch in dataset.iter_batches(batch_size=batch_size, batch_format="numpy"):
+            stream.add(fill_masked(_stack(batch["flux"]), _stack(batch["mask"])))
+            shown.advance(len(batch["flux"]))
     return stream.finish()
 
 
@@ -137,7 +141,7 @@ def pca_baseline_pass(
         _keep_ids, batch_format="pyarrow", fn_kwargs={"ids": wanted}
     )
     log.info("PCA baseline: fitting %d components on %d spectra", n_components, len(wanted))
-    pca = fit_pca(selected.select_columns(["flux", "mask"]), n_components, batch_size)
+    pca = fit_pca(selected.select_columns(["flux", "mask"]), n_components, batch_size, len(ids))
     use_gpu = checkpoint is not None and ray.cluster_resources().get("GPU", 0) > 0
     scored = selected.map_batches(
         _Scorer,
@@ -147,9 +151,11 @@ def pca_baseline_pass(
         num_cpus=1, num_gpus=1 if use_gpu else 0,
     )  # fmt: skip
     parts: dict[str, list[np.ndarray]] = {}
-    for batch in scored.iter_batches(batch_size=None, batch_format="numpy"):
-        for name, values in batch.items():
-            parts.setdefault(name, []).append(_unwrap(values))
+    with Progress("PCA score", len(ids), "spectra") as shown:
+        for batch in scored.iter_batches(batch_size=None, batch_format="numpy"):
+            for name, values in batch.items():
+                parts.setdefault(name, []).append(_unwrap(values))
+            shown.advance(len(next(iter(batch.values()))))
     columns = {name: np.concatenate(values) for name, values in parts.items()}
     return _in_order(ids, columns, pca, checkpoint is not None)
 

@@ -22,6 +22,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from specray.progress import Progress
+
 FD_STEP = 0.05
 BATCH_SIZE = 64
 STRONG_LINES = (
@@ -92,9 +94,11 @@ def node_sensitivity(
         num_cpus=1, num_gpus=1 if use_gpu else 0,
     )  # fmt: skip
     total, count = 0.0, 0
-    for batch in sums.iter_batches(batch_size=None, batch_format="numpy"):
-        total = total + np.sum(np.stack(list(batch["total"])), axis=0)
-        count += int(np.sum(batch["count"]))
+    with Progress("node wavelengths", len(mu), "spectra") as shown:
+        for batch in sums.iter_batches(batch_size=None, batch_format="numpy"):
+            total = total + np.sum(np.stack(list(batch["total"])), axis=0)
+            count += int(np.sum(batch["count"]))
+            shown.advance(int(np.sum(batch["count"])))
     return np.asarray(total) / max(count, 1)
 
 

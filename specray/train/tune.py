@@ -46,6 +46,7 @@ from specray.data.store import open_store
 from specray.errors import SpecrayError
 from specray.model.checkpoint import CheckpointError, latest_checkpoint
 from specray.model.loss import NORMALISATIONS
+from specray.progress import Progress
 from specray.runtime import ensure_ray, ray_is_quiet
 from specray.train.trainer import (
     build_trainer,
@@ -355,6 +356,40 @@ def _run_trial(params: dict, store_uri: str, out_uri: str, base: dict, pixels: i
 _run_trial.__mixins__ = (_StopTrainingWithTrial,)  # Tune builds the trainable class with it
 
 
+_shown_trials: tuple[Progress, int] | None = None
+"""The ``tune`` progress line and the planned epochs per trial, while a search runs."""
+
+
+class _TrialProgress(ray_tune.Callback):
+    """Counts finished trials on the ``tune`` progress line, with one line per trial. Tune
+    runs callbacks on the driver but pickles them with the experiment (for a resume), so
+    this one holds no state and finds the display in :data:`_shown_trials`."""
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        _trial_finished(trial, failed=False)
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        _trial_finished(trial, failed=True)
+
+
+def _trial_finished(trial, failed: bool) -> None:
+    if _shown_trials is None:
+        return
+    shown, planned = _shown_trials
+    result = trial.last_result or {}
+    epochs = result.get("epoch")
+    if failed:
+        how = "failed"
+    elif epochs is not None and epochs < planned:
+        how = f"stopped early by ASHA after {epochs} of {planned} epochs"
+    else:
+        how = f"finished {planned} epochs"
+    objective = result.get(OBJECTIVE)
+    score = f", {OBJECTIVE} {objective:.4g}" if isinstance(objective, float) else ""
+    shown.advance(1)
+    shown.note(f"trial {trial.trial_id} {how}{score}")
+
+
 def _trial_dirname(trial) -> str:
     return f"tune_{trial.trial_id}"
 
@@ -415,6 +450,7 @@ def _new_tuner(
             name=posixpath.basename(path),
             storage_path=posixpath.dirname(path),
             failure_config=ray_tune.FailureConfig(max_failures=0),
+            callbacks=[_TrialProgress()],
             verbose=0 if ray_is_quiet() else None,  # Tune's status tables: --verbose only
             **options,
         ),
@@ -458,7 +494,7 @@ def tune(store_uri: str, out_uri: str, config: Config) -> TuneSummary:
             config.train.epochs,
         )  # fmt: skip
         tuner = _new_tuner(trainable, config, path, options, concurrent)
-    results = tuner.fit()
+    results = _fit_showing_trials(tuner, config)
     trials = collect_trials(results, out_uri, config, grid.length)
     best = select_best(trials, config.tune.metric, config.tune.prefer_fewest_nodes_within)
     summary = TuneSummary(out_uri, trials, best, config.tune.metric, resumed)
@@ -473,6 +509,17 @@ def tune(store_uri: str, out_uri: str, config: Config) -> TuneSummary:
 
 
 # --- the outcome -----------------------------------------------------------------------------
+
+
+def _fit_showing_trials(tuner: ray_tune.Tuner, config: Config):
+    """``tuner.fit()`` with a ``tune`` progress line counting finished trials."""
+    global _shown_trials
+    with Progress("tune", config.tune.samples, "trials") as shown:
+        _shown_trials = (shown, config.train.epochs)
+        try:
+            return tuner.fit()
+        finally:
+            _shown_trials = None
 
 
 def _statuses(results) -> dict[str, str]:

@@ -1,6 +1,7 @@
 """The PCA baseline's streaming pass over a real store (Ray Data), against a full-batch PCA."""
 
 import json
+import re
 
 import numpy as np
 import pyarrow as pa
@@ -34,11 +35,16 @@ def read_flux(store_uri, ids):
 
 
 @pytest.mark.parametrize("where", ["local", "s3"])
-def test_streamed_pca_of_the_selected_spectra_equals_full_batch_pca(tmp_path, s3_bucket, where):
+def test_streamed_pca_of_the_selected_spectra_equals_full_batch_pca(
+    tmp_path, s3_bucket, where, progress_shown, capsys
+):
     store = str(tmp_path / "store") if where == "local" else f"{s3_bucket}/store"
     truth = write_toy_store(store, n_objects=40, epochs=2, shards=3)
     ids = [name for name in truth["id"] if name.endswith("-e1")][::-1] + ["NOT-IN-STORE"]
     result = pca_baseline_pass(store, ids, n_components=3, batch_size=7)
+    shown = capsys.readouterr().err  # both passes over the 40 stored spectra, counted
+    assert re.search(r"^PCA fit: 40 spectra in ", shown, re.MULTILINE), shown
+    assert re.search(r"^PCA score: 40 spectra in ", shown, re.MULTILINE), shown
 
     assert list(result.ids) == ids and result.found.tolist() == [True] * 40 + [False]
     assert np.all(np.isnan(result.scores[-1])) and result.model_l1 is None

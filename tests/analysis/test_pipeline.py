@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from specray import schema
+from specray import progress, schema
 from specray.analysis.encode import GridMismatchError
 from specray.analysis.pipeline import LatentTable, analyze, select
 from specray.analysis.wavelengths import decoder_sensitivity, node_sensitivity
@@ -208,7 +208,7 @@ def trained(tmp_path_factory):
     return store, run
 
 
-def test_end_to_end_from_a_trained_checkpoint(trained, tmp_path):
+def test_end_to_end_from_a_trained_checkpoint(trained, tmp_path, capsys):
     store, run = trained
     out = tmp_path / "analysis"
     config = load_config(
@@ -287,7 +287,13 @@ def test_end_to_end_from_a_trained_checkpoint(trained, tmp_path):
             best[obj] = (table["snr"][row].as_py(), row)
     chosen = mu[sorted(row for _, row in best.values())]
     direct = decoder_sensitivity(model, chosen, live, chosen[:, live].std(axis=0)) / len(chosen)
-    via_ray = node_sensitivity(run, chosen, live)
+    progress.enable(True)
+    try:
+        via_ray = node_sensitivity(run, chosen, live)
+    finally:
+        progress.enable(False)
+    shown = capsys.readouterr().err
+    assert re.search(rf"^node wavelengths: {len(chosen)} spectra in ", shown, re.M), shown
     np.testing.assert_allclose(via_ray, direct, rtol=1e-4, atol=1e-7)
     for j, row in zip(live, direct, strict=True):
         assert result["node_wavelengths"]["nodes"][str(j)]["mean"] == pytest.approx(row.mean())

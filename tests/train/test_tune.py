@@ -3,6 +3,7 @@
 import json
 import logging
 import math
+import re
 import time
 
 import pytest
@@ -119,7 +120,9 @@ def _placement_groups_in_use(ray) -> list[str]:
     return [pg_id for pg_id, pg in table.items() if pg["state"] not in ("REMOVED",)]
 
 
-def test_search_stops_poor_trials_records_them_and_resumes(ray_session, tmp_path, caplog):
+def test_search_stops_poor_trials_records_them_and_resumes(
+    ray_session, tmp_path, caplog, capsys, progress_shown
+):
     caplog.set_level(logging.INFO, logger="specray.train.tune")
     store, out = str(tmp_path / "store"), str(tmp_path / "search")
     write_toy_store(store, shards=1)  # one file: the same spectrum order in every trial
@@ -168,6 +171,10 @@ def test_search_stops_poor_trials_records_them_and_resumes(ray_session, tmp_path
     crashed = [trial for trial in first.trials if trial["status"] == "ERROR"]
     assert crashed, "the runs that ASHA let go on should have died in epoch 3"
     assert all(trial["epochs"] == 2 and trial["checkpoint"] for trial in crashed)
+    shown = capsys.readouterr().err  # one line per trial and a count of them all
+    assert re.search(r"^tune: 4 trials in ", shown, re.MULTILINE), shown
+    assert f"trial {third['trial_id']} stopped early by ASHA after 1 of 3 epochs" in shown
+    assert all(f"trial {trial['trial_id']} failed" in shown for trial in crashed), shown
     for trial in first.trials:
         assert set(trial["config"]) >= {"latent_dim", "beta", "normalisation"}
         assert 0.01 <= trial["config"]["beta"] <= 3.0
@@ -178,6 +185,9 @@ def test_search_stops_poor_trials_records_them_and_resumes(ray_session, tmp_path
     second = tune(store, out, config)
     resumed_in = time.monotonic() - started
     assert "resuming the search" in caplog.text
+    shown = capsys.readouterr().err  # only the resumed trials run, and finish
+    assert re.search(rf"^tune: {len(crashed)} trials in ", shown, re.MULTILINE), shown
+    assert all(f"trial {t['trial_id']} finished 3 epochs" in shown for t in crashed), shown
     assert [trial["trial_id"] for trial in second.trials] == ids
     for before, after in zip(first.trials, second.trials, strict=True):
         history = read_history(after["run"])
