@@ -179,8 +179,15 @@ def atomic_open(uri: str) -> Iterator[IO[bytes]]:
     """Open ``uri`` for binary writing so that it appears whole or not at all."""
     fs, path = filesystem(uri)
     if is_remote(uri):
-        with fs.open(path, "wb") as handle:
+        handle = fs.open(path, "wb")
+        try:
             yield handle
+        except BaseException:
+            # Closing would commit the upload, torn as it is: abort it instead.
+            handle.discard()
+            handle.closed = True
+            raise
+        handle.close()
         return
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     temporary = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{uuid.uuid4().hex}")
