@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from specray import storage
+from specray.analysis.report import render_comparison
 from specray.config import Config, apply
 from specray.data.ingest import ingest
 from specray.data.store import STORE_FILE, open_store
@@ -115,18 +116,7 @@ def _training_config(active_run: str, store_grid, overrides: dict, from_scratch:
 def _append_report(report_uri: str, comparison: dict, previous: str | None) -> None:
     if not storage.exists(report_uri):
         return
-    rows = "".join(
-        f"<tr><td>{label}</td><td>{c['node_before']}</td><td>{c['node_now']}</td>"
-        f"<td>{c['mi_before']}</td><td>{c['mi_now']}</td></tr>"
-        for label, c in comparison["labels"].items()
-    )
-    new = ", ".join(comparison["new_anomalies"]) or "none"
-    section = (
-        f"<section><h2>Compared with the previous analysis</h2><p>Previous: {previous}</p>"
-        "<table><tr><th>label</th><th>node before</th><th>node now</th>"
-        f"<th>MI before (nats)</th><th>MI now (nats)</th></tr>{rows}</table>"
-        f"<p>New anomalies: {new}</p></section>"
-    )
+    section = render_comparison(comparison, previous)
     html = storage.read_text(report_uri)
     storage.atomic_write_text(report_uri, html.replace("</body>", section + "</body>", 1))
 
