@@ -6,6 +6,7 @@ from __future__ import annotations
 from html.parser import HTMLParser
 
 import pyarrow.parquet as pq
+import pytest
 
 from specray.analysis.report import render_comparison
 from specray.cli import main
@@ -44,8 +45,11 @@ def hostile_latents(path) -> None:
     pq.write_table(table, path)
 
 
+@pytest.mark.filterwarnings(  # few permutations: this test is about the page, not p-values
+    "ignore::specray.analysis.significance.UnresolvedPermutationWarning"
+)
 def test_markup_in_ids_objects_and_paths_reaches_the_page_as_text(tmp_path):
-    latents = tmp_path / "<b>latents</b>.parquet"
+    latents = tmp_path / "<b>latents.parquet"
     hostile_latents(latents)
     out = tmp_path / "out"
     argv = ["-q", "analyze", "--latents", str(latents), "--out", str(out)]
@@ -56,7 +60,7 @@ def test_markup_in_ids_objects_and_paths_reaches_the_page_as_text(tmp_path):
     assert "script" not in page.tags and "onerror" not in page.attributes
     text = "".join(page.text)
     assert SCRIPT in text and IMAGE in text  # the anomaly table names the hostile spectra
-    assert f"{tmp_path}/<b>latents</b>.parquet" in text  # the source path, shown as typed
+    assert f"{tmp_path}/<b>latents.parquet" in text  # the source path, shown as typed
 
 
 def test_the_retrain_comparison_escapes_labels_paths_and_ids():
