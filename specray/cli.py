@@ -103,7 +103,9 @@ def _synth(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from specray.pipeline import demo
 
-    print(demo(args.out, stars=args.stars, seed=args.seed, overrides=args.set))
+    print(
+        demo(args.out, stars=args.stars, seed=args.seed, settings=args.config, overrides=args.set)
+    )
     return 0
 
 
@@ -112,11 +114,7 @@ def _add_demo(commands) -> None:
     parser.add_argument("--out", default="specray-demo", help="folder or s3:// prefix")
     parser.add_argument("--stars", type=int, default=300, help="stars in the synthetic survey")
     parser.add_argument("--seed", type=int, default=0, help="seed of the survey and the training")
-    parser.add_argument(
-        "--set", action="append", metavar="KEY=VALUE",
-        help="override a setting, e.g. --set train.epochs=3 (repeatable; `specray config "
-        "--show` lists them)",
-    )  # fmt: skip
+    _add_config_options(parser)  # over the demo's own settings (`specray config --demo`)
     parser.set_defaults(handler=_demo)
 
 
@@ -218,7 +216,7 @@ def _add_analyze(commands) -> None:
 
 
 def _retrain(args: argparse.Namespace) -> int:
-    from specray.config import parse_overrides
+    from specray.config import read_overrides
     from specray.retrain import retrain
 
     result = retrain(
@@ -226,7 +224,7 @@ def _retrain(args: argparse.Namespace) -> int:
         args.store,
         args.run,
         args.analysis,
-        overrides=parse_overrides(args.set or []),
+        overrides=read_overrides(args.config, args.set),
         grid=args.grid,
         labels=args.labels,
         from_scratch=args.from_scratch,
@@ -246,9 +244,7 @@ def _add_retrain(commands) -> None:
     parser.add_argument(
         "--from-scratch", action="store_true", help="train a new model instead of fine-tuning"
     )
-    parser.add_argument(
-        "--set", action="append", metavar="KEY=VALUE", help="override a setting (repeatable)"
-    )
+    _add_config_options(parser)  # over the run's own settings
     parser.set_defaults(handler=_retrain)
 
 
@@ -338,8 +334,8 @@ def _add_synth(commands) -> None:
 def _show_config(args: argparse.Namespace) -> int:
     from specray.config import DEMO_OVERRIDES, describe, load_config
 
-    defaults = DEMO_OVERRIDES if args.demo else []
-    print(describe(load_config(args.config, defaults + (args.set or []))))
+    base = DEMO_OVERRIDES if args.demo else []
+    print(describe(load_config(args.config, args.set, base=base)))
     return 0
 
 

@@ -346,30 +346,64 @@ def parse_overrides(items: list[str]) -> dict:
     return nested
 
 
-def _read_settings(path: str) -> object:
+def _read_settings(path: str) -> dict:
     """The settings in a YAML or JSON file; ConfigError naming the file and the place where
     it stops parsing."""
     text = storage.read_text(path)
     if path.endswith(".json"):
         try:
-            return json.loads(text)
+            values = json.loads(text)
         except ValueError as exc:
             raise ConfigError(f"{path}: not valid JSON: {exc}") from None
+        return _mapping(values, path)
     try:
-        return yaml.safe_load(text)
+        values = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
+    return _mapping(values, path)
 
 
-def load_config(path: str | None = None, overrides: list[str] | None = None) -> Config:
-    """Defaults, then the file at ``path`` (local or s3://), then ``overrides``."""
+def _mapping(values: object, path: str) -> dict:
+    """The settings file's sections; an empty file is no settings."""
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise ConfigError(
+            f"{path}: expected sections of settings (e.g. train: {{epochs: 3}}), "
+            f"got a {type(values).__name__}"
+        )
+    return values
+
+
+def _merge(base: dict, top: dict) -> dict:
+    """``top`` over ``base``, section by section."""
+    merged = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            value = _merge(merged[key], value)
+        merged[key] = value
+    return merged
+
+
+def read_overrides(path: str | None, items: list[str] | None = None) -> dict:
+    """A settings file (if given) with ``--set`` items on top, as one nested mapping, checked
+    now against the known keys and choices: for commands that apply settings over a
+    checkpoint's own (retrain), so a typo fails before any work."""
+    merged = _merge(_read_settings(path) if path else {}, parse_overrides(items or []))
+    apply(Config(), merged)
+    return merged
+
+
+def load_config(
+    path: str | None = None, overrides: list[str] | None = None, base: list[str] | None = None
+) -> Config:
+    """Defaults, then ``base`` (a command's own settings, e.g. the demo's), then the file at
+    ``path`` (local or s3://), then ``overrides``: the user's settings always win."""
     config = Config()
-    if path:
-        apply(config, _read_settings(path) or {})
-    apply(config, parse_overrides(overrides or []))
+    apply(config, _merge(parse_overrides(base or []), read_overrides(path, overrides)))
     return config
 
 

@@ -30,12 +30,14 @@ def demo(
     stars: int = DEMO_STARS,
     seed: int = 0,
     overrides: list[str] | None = None,
+    settings: str | None = None,
 ) -> str:
-    """Run every stage on the synthetic survey; return the closing summary."""
+    """Run every stage on the synthetic survey; return the closing summary. ``settings``
+    (a YAML or JSON file) and then ``overrides`` change the demo's own settings."""
     from specray.analysis.pipeline import analyze
     from specray.train.trainer import train
 
-    config = load_config(overrides=DEMO_OVERRIDES + [f"train.seed={seed}"] + (overrides or []))
+    config = load_config(settings, overrides, base=DEMO_OVERRIDES + [f"train.seed={seed}"])
     out = storage.normalize(out)
     raw, store = storage.join(out, "raw"), storage.join(out, "store")
     run, analysis = storage.join(out, "run"), storage.join(out, "analysis")

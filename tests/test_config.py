@@ -2,7 +2,13 @@
 
 import pytest
 
-from specray.config import DEMO_OVERRIDES, ConfigError, load_config, parse_overrides
+from specray.config import (
+    DEMO_OVERRIDES,
+    ConfigError,
+    load_config,
+    parse_overrides,
+    read_overrides,
+)
 
 
 def test_defaults_are_the_published_settings():
@@ -96,3 +102,45 @@ def test_enumerated_choices_are_checked_when_the_config_is_loaded(override, expe
     with pytest.raises(ConfigError) as error:
         load_config(overrides=[override])
     assert expected in str(error.value)
+
+
+def test_a_commands_own_settings_sit_under_the_users_file_and_set(tmp_path):
+    """The demo's settings are a base: a settings file overrides them, --set the file."""
+    settings = tmp_path / "mine.yaml"
+    settings.write_text("train:\n  epochs: 7\n  batch_size: 16\nloss:\n  beta: 0.5\n")
+    config = load_config(str(settings), ["train.batch_size=8"], base=DEMO_OVERRIDES)
+    assert (config.train.epochs, config.train.batch_size, config.loss.beta) == (7, 8, 0.5)
+    assert config.model.preset == "demo"  # the demo's, where the user said nothing
+
+
+def test_settings_for_a_checkpoint_are_merged_and_checked_before_use(tmp_path):
+    settings = tmp_path / "retrain.yaml"
+    settings.write_text("train:\n  finetune_epochs: 2\n  lr: 0.001\n")
+    assert read_overrides(str(settings), ["train.lr=0.01"]) == {
+        "train": {"finetune_epochs": 2, "lr": 0.01}
+    }
+    settings.write_text("train:\n  finetune_epoch: 2\n")
+    with pytest.raises(ConfigError, match="unknown setting 'finetune_epoch'"):
+        read_overrides(str(settings))
+    settings.write_text("- train.epochs=3\n")
+    with pytest.raises(ConfigError, match="retrain.yaml: expected sections of settings"):
+        read_overrides(str(settings))
+    settings.write_text("")
+    assert read_overrides(str(settings)) == {}
+
+
+def test_demo_and_retrain_take_a_settings_file(tmp_path, capsys):
+    from specray.cli import main
+
+    settings = tmp_path / "typo.yaml"
+    settings.write_text("train:\n  finetune_epoch: 2\n")
+    raw, store, run = tmp_path / "raw", tmp_path / "store", tmp_path / "run"
+    raw.mkdir()
+    argv = ["-q", "retrain", "--raw", str(raw), "--store", str(store), "--run", str(run)]
+    assert main([*argv, "--config", str(settings)]) == 2
+    assert "unknown setting 'finetune_epoch'" in capsys.readouterr().err
+    assert not store.exists() and not run.exists()  # refused before any work
+    out = tmp_path / "demo"
+    assert main(["-q", "demo", "--out", str(out), "--config", str(settings)]) == 2
+    assert "unknown setting 'finetune_epoch'" in capsys.readouterr().err
+    assert not out.exists()
