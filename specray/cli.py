@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -60,14 +61,15 @@ def _command(commands, name: str, help: str) -> argparse.ArgumentParser:
 def _ingest(args: argparse.Namespace) -> int:
     from specray.data.ingest import Preprocessing, ingest
 
+    settings = _config(args).ingest
     report = ingest(
         args.input,
         args.out,
-        grid=args.grid,
+        grid=settings.grid,
         labels=args.labels,
-        fmt=args.format,
-        preprocessing=Preprocessing(args.min_snr, args.min_median, args.min_coverage),
-        labels_key=args.labels_key,
+        fmt=settings.format,
+        preprocessing=Preprocessing(settings.min_snr, settings.min_median, settings.min_coverage),
+        labels_key=settings.labels_key,
         wait_s=float("inf") if args.wait is None else args.wait,
     )
     print(report.summary())
@@ -88,13 +90,14 @@ def _migrate(args: argparse.Namespace) -> int:
 def _synth(args: argparse.Namespace) -> int:
     from specray.data.synth_store import synthesize
 
+    settings = _config(args).synth
     summary = synthesize(
         args.out,
-        n_stars=args.stars,
-        mean_epochs=args.visits,
-        grid=args.grid,
-        fmt=args.format,
-        seed=args.seed,
+        n_stars=settings.stars,
+        mean_epochs=settings.visits,
+        grid=settings.grid,
+        fmt=settings.format,
+        seed=settings.seed,
     )
     print(summary)
     return 0
@@ -118,10 +121,38 @@ def _add_demo(commands) -> None:
     parser.set_defaults(handler=_demo)
 
 
-def _config(args: argparse.Namespace, defaults: list[str] | None = None):
+def _config(args: argparse.Namespace, options: list[str] | None = None):
+    """The settings: defaults, --config's file, the command's own options, --set."""
     from specray.config import load_config
 
-    return load_config(args.config, (defaults or []) + (args.set or []))
+    given = [
+        f"{dest.removeprefix(SETTING)}={json.dumps(value)}"
+        for dest, value in vars(args).items()
+        if dest.startswith(SETTING) and value is not None
+    ]
+    return load_config(args.config, (options or []) + given + (args.set or []))
+
+
+SETTING = "setting:"
+"""Prefix of the argparse destination of an option that stands for a configuration key."""
+
+
+def _setting(
+    parser: argparse.ArgumentParser, flag: str, key: str, text: str, aliases=(), **kwargs
+) -> None:
+    """``flag`` sets the configuration key ``key`` (over --config's file); its default, shown
+    in the help, is the setting's."""
+    from specray.config import Config
+
+    section, name = key.split(".")
+    default = getattr(getattr(Config(), section), name)
+    shown = "none" if default is None else default
+    if "choices" not in kwargs:
+        kwargs["metavar"] = name.upper()
+    parser.add_argument(
+        flag, *aliases, dest=SETTING + key, default=None,
+        help=f"{text} (default: {shown}; setting {key})", **kwargs,
+    )  # fmt: skip
 
 
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
@@ -249,43 +280,47 @@ def _add_retrain(commands) -> None:
 
 
 def _add_ingest(commands) -> None:
-    from specray.spectra.grid import DEFAULT_MIN_SNR
-
     parser = _command(commands, "ingest", help="FITS files -> Parquet shards (Ray Data)")
     parser.add_argument("input", help="folder or s3:// prefix holding FITS files")
     parser.add_argument("--out", required=True, help="store folder or s3:// prefix")
-    parser.add_argument("--grid", default="demo", help=GRID_HELP)
     parser.add_argument("--labels", help="CSV or Parquet table joined by id (or object)")
-    parser.add_argument(
+    _setting(parser, "--grid", "ingest.grid", GRID_HELP)
+    _setting(
+        parser,
         "--labels-key",
+        "ingest.labels_key",
+        "join the labels by id or by object (none: id if the table has an id column)",
         choices=["id", "object"],
-        help="join the labels by id or by object (default: id if the table has an id column)",
     )
-    parser.add_argument(
+    _setting(
+        parser,
         "--format",
-        default="auto",
+        "ingest.format",
+        "FITS layout: ESO ADP table, HARPS DRS s1d "
+        "image, a linear-WCS 1-D image, or detected per file",
         choices=["auto", "adp", "s1d", "linear"],
-        help="FITS layout: ESO ADP table, HARPS DRS s1d image, a linear-WCS 1-D image, or "
-        "detected per file",
     )
-    parser.add_argument(
+    _setting(
+        parser,
         "--min-snr",
+        "ingest.min_snr",
+        "quarantine spectra below this SNR per pixel, estimated from the spectrum (0: off)",
         type=float,
-        default=DEFAULT_MIN_SNR,
-        help="quarantine spectra below this SNR per pixel, estimated from the spectrum (0: off)",
     )
-    parser.add_argument(
+    _setting(
+        parser,
         "--min-median",
+        "ingest.min_median",
+        "quarantine spectra at or below this "
+        "median flux, in the input's units (none: off; 50 suits HARPS ADU)",
         type=float,
-        default=None,
-        help="quarantine spectra at or below this median flux, in the input's units "
-        "(default: off; 50 suits HARPS ADU)",
     )
-    parser.add_argument(
+    _setting(
+        parser,
         "--min-coverage",
+        "ingest.min_coverage",
+        "quarantine spectra covering less than this fraction of the grid",
         type=float,
-        default=0.5,
-        help="quarantine spectra covering less than this fraction of the grid",
     )
     parser.add_argument(
         "--wait",
@@ -294,7 +329,8 @@ def _add_ingest(commands) -> None:
         help="how long to wait while another ingest writes the same store "
         "(default: until it finishes; 0 = refuse at once)",
     )
-    parser.set_defaults(handler=_ingest)
+    _add_config_options(parser)
+    parser.set_defaults(handler=_ingest)  # fmt: skip
 
 
 def _add_migrate(commands) -> None:
@@ -315,20 +351,26 @@ def _add_migrate(commands) -> None:
 def _add_synth(commands) -> None:
     parser = _command(commands, "synth", help="generate the synthetic survey (ground truth)")
     parser.add_argument("--out", required=True, help="folder or s3:// prefix")
-    parser.add_argument("--stars", type=int, default=300, help="stars in the survey")
-    parser.add_argument(
-        "--visits", "--epochs", dest="visits", type=float, default=4.0,
-        help="mean observations per star (--epochs is the old name)",
-    )  # fmt: skip
-    parser.add_argument("--grid", default="demo", help=GRID_HELP)
-    parser.add_argument(
-        "--format",
-        default="parquet",
-        choices=["parquet", "fits"],
-        help="parquet: a ready store; fits: ADP files plus labels.csv, for `specray ingest`",
+    _setting(parser, "--stars", "synth.stars", "stars in the survey", type=int)
+    _setting(
+        parser,
+        "--visits",
+        "synth.visits",
+        "mean observations per star (--epochs is the old name)",
+        type=float,
+        aliases=["--epochs"],
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the survey")
-    parser.set_defaults(handler=_synth)
+    _setting(parser, "--grid", "synth.grid", GRID_HELP)
+    _setting(
+        parser,
+        "--format",
+        "synth.format",
+        "parquet: a ready store; fits: ADP files plus labels.csv, for `specray ingest`",
+        choices=["parquet", "fits"],
+    )
+    _setting(parser, "--seed", "synth.seed", "seed of the survey", type=int)
+    _add_config_options(parser)
+    parser.set_defaults(handler=_synth)  # fmt: skip
 
 
 def _show_config(args: argparse.Namespace) -> int:
@@ -393,7 +435,7 @@ def log_file(args: argparse.Namespace, started: datetime | None = None) -> str |
     from specray import storage
 
     out = storage.normalize(getattr(args, "out", None) or getattr(args, "store", None) or ".")
-    archive = args.command == "synth" and args.format == "fits"
+    archive = args.command == "synth" and _config(args).synth.format == "fits"
     folder = (
         os.path.join(tempfile.gettempdir(), "specray") if archive or storage.is_remote(out) else out
     )

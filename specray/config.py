@@ -20,6 +20,61 @@ import yaml
 
 from specray import storage
 from specray.errors import SpecrayError
+from specray.spectra.grid import DEFAULT_MIN_SNR, GridError, named_grid
+
+
+@dataclass
+class IngestConfig:
+    """Reading FITS files into a store: the grid of a new store, the file layout and the
+    quarantine rules (recorded in ``store.json``; a later ingest must use the same)."""
+
+    grid: str = "demo"
+    """Wavelength grid of a new store: "harps", "demo" or "linear:START:STOP:STEP[:R]" (Angstrom)."""
+    format: Literal["auto", "adp", "s1d", "linear"] = "auto"
+    """FITS layout: ESO ADP table, HARPS DRS s1d image, a linear-WCS 1-D image, or "auto" (per file)."""
+    min_snr: float = DEFAULT_MIN_SNR
+    """Quarantine spectra below this SNR per pixel, estimated from the spectrum (0: off)."""
+    min_median: float | None = None
+    """Quarantine spectra at or below this median flux, in the input's units (None: off; 50 suits HARPS ADU)."""
+    min_coverage: float = 0.5
+    """Quarantine spectra covering less than this fraction of the grid."""
+    labels_key: Literal["id", "object"] | None = None
+    """Join the labels table by "id" or "object"; None: by id if the table has an id column."""
+
+    def problem(self, key: str) -> str | None:
+        if key == "grid":
+            try:
+                named_grid(self.grid)
+            except GridError as error:
+                return str(error)
+        if key in ("min_snr", "min_coverage") and getattr(self, key) < 0:
+            return f"must be >= 0, got {getattr(self, key)}"
+        if key == "min_coverage" and self.min_coverage > 1:
+            return f"a fraction of the grid, got {self.min_coverage}"
+        return None
+
+
+@dataclass
+class SynthConfig:
+    """The synthetic survey (`specray synth`): ground truth for every generated factor."""
+
+    stars: int = 300
+    """Stars in the survey."""
+    visits: float = 4.0
+    """Mean observations per star (at least one each)."""
+    grid: str = "demo"
+    """Wavelength grid of the spectra (as ``ingest.grid``)."""
+    format: Literal["parquet", "fits"] = "parquet"
+    """"parquet": a ready store; "fits": archive-format ADP files plus labels.csv, for `specray ingest`."""
+    seed: int = 0
+    """Seed of the survey."""
+
+    def problem(self, key: str) -> str | None:
+        if key == "stars" and self.stars < 1:
+            return f"at least 1 star, got {self.stars}"
+        if key == "grid":
+            return IngestConfig(grid=self.grid).problem("grid")
+        return None
 
 
 @dataclass
@@ -222,6 +277,8 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    synth: SynthConfig = field(default_factory=SynthConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -4,6 +4,7 @@ in a log file unless --verbose."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import subprocess
@@ -150,3 +151,27 @@ def test_train_prints_its_own_progress_and_keeps_rays_messages_in_a_file(tmp_pat
     assert loud.returncode == 0, loud.stderr
     assert RAY_NOISE.search(loud.stderr)  # --verbose: Ray's own output as before
     assert not (tmp_path / "run2" / "logs").exists()
+
+
+def test_ingest_and_synth_read_their_settings_from_a_file(tmp_path, capsys, ray_session):
+    """One configuration system: ingest.* and synth.* come from --config, an option on the
+    command line wins over the file, and store.json records what was used."""
+    settings = tmp_path / "survey.yaml"
+    settings.write_text(
+        f"ingest:\n  grid: '{TOY_GRID}'\n  min_snr: 3\n  min_coverage: 0.4\n"
+        "synth:\n  stars: 2\n  visits: 1\n  grid: demo\n  seed: 4\n"
+    )
+    _fits_folder(tmp_path / "raw")
+    store = tmp_path / "store"
+    argv = ["-q", "ingest", str(tmp_path / "raw"), "--out", str(store)]
+    assert main([*argv, "--config", str(settings), "--min-snr", "4"]) == 0
+    assert "ingested 6" in capsys.readouterr().out
+    descriptor = json.loads((store / "store.json").read_text())
+    assert descriptor["grid"]["name"] == TOY_GRID
+    assert descriptor["preprocessing"]["min_snr"] == 4.0  # the option, over the file's 3
+    assert descriptor["preprocessing"]["min_coverage"] == 0.4  # the file's
+
+    survey = tmp_path / "survey"
+    assert main(["-q", "synth", "--out", str(survey), "--config", str(settings)]) == 0
+    printed = capsys.readouterr().out
+    assert "2 stars" in printed, printed
