@@ -68,7 +68,7 @@ def _ingest(args: argparse.Namespace) -> int:
         grid=settings.grid,
         labels=args.labels,
         fmt=settings.format,
-        preprocessing=Preprocessing(settings.min_snr, settings.min_median, settings.min_coverage),
+        preprocessing=Preprocessing.from_settings(settings),
         labels_key=settings.labels_key,
         wait_s=float("inf") if args.wait is None else args.wait,
     )

@@ -28,8 +28,8 @@ from datetime import UTC, datetime
 from specray import storage
 from specray.analysis.report import render_comparison
 from specray.config import Config, apply
-from specray.data.ingest import ingest
-from specray.data.store import STORE_FILE, open_store
+from specray.data.ingest import Preprocessing, ingest
+from specray.data.store import STORE_FILE, Store, open_store
 from specray.locks import LockHeld, exclusive_lock
 from specray.model.checkpoint import CheckpointError, checkpoint_grid, newest_intact_checkpoint
 from specray.spectra.grid import named_grid
@@ -113,6 +113,16 @@ def _training_config(active_run: str, store_grid, overrides: dict, from_scratch:
     return config, active_run, False
 
 
+def _preprocessing(store: Store | None, overrides: dict) -> Preprocessing:
+    """How new files are prepared: as the store's were (a HARPS store cut at 50 ADU stays
+    so), or by the ``ingest`` settings for a new store."""
+    if store is not None:
+        return Preprocessing.from_record(store.preprocessing)
+    settings = Config()
+    apply(settings, overrides)
+    return Preprocessing.from_settings(settings.ingest)
+
+
 def _append_report(report_uri: str, comparison: dict, previous: str | None) -> None:
     if not storage.exists(report_uri):
         return
@@ -139,9 +149,12 @@ def retrain(
     analysis = analysis or storage.join(run, "analysis")
     try:
         with exclusive_lock(storage.join(run, LOCK_FILE), purpose="a retrain"):
-            existing = storage.exists(storage.join(store, STORE_FILE))
-            store_grid = open_store(store).grid if existing else named_grid(grid)
-            report = ingest(raw, store, grid=store_grid, labels=labels)
+            existing = (
+                open_store(store) if storage.exists(storage.join(store, STORE_FILE)) else None
+            )
+            store_grid = existing.grid if existing else named_grid(grid)
+            preprocessing = _preprocessing(existing, overrides or {})
+            report = ingest(raw, store, grid=store_grid, labels=labels, preprocessing=preprocessing)
             history = storage.read_jsonl(storage.join(analysis, HISTORY_FILE))
             active = _active_run(run)
             config, target, scratch = _training_config(

@@ -30,7 +30,9 @@ def test_new_data_is_ingested_fine_tuned_and_compared_nothing_new_exits(tmp_path
     raw, store, run = tmp_path / "raw", str(tmp_path / "store"), str(tmp_path / "run")
     synthesize(str(raw), n_stars=24, mean_epochs=2.0, grid="demo", fmt="fits", seed=3)
     labels = str(raw / "labels.csv")
-    first = retrain(str(raw), store, run, overrides=SMALL, labels=labels)
+    # A store with its own quarantine rule: later cycles must prepare new files the same way.
+    new_store = {**SMALL, "ingest": {"min_median": 1.0}}
+    first = retrain(str(raw), store, run, overrides=new_store, labels=labels)
     assert first.status == "retrained" and first.ingested > 10
 
     again = retrain(str(raw), store, run, overrides=SMALL, labels=labels)
@@ -40,6 +42,8 @@ def test_new_data_is_ingested_fine_tuned_and_compared_nothing_new_exits(tmp_path
         shutil.copy(fixture, raw)
     second = retrain(str(raw), store, run, overrides=SMALL, labels=labels)
     assert second.status == "retrained" and second.ingested == 2
+    recorded = json.loads((tmp_path / "store" / "store.json").read_text())["preprocessing"]
+    assert recorded["min_median"] == 1.0
     assert second.run == run  # fine-tuned the same run
     history = (tmp_path / "run" / "analysis" / "history.jsonl").read_text().splitlines()
     assert len(history) == 2

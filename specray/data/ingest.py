@@ -19,6 +19,7 @@ import pyarrow as pa
 import ray
 
 from specray import schema, storage
+from specray.config import IngestConfig
 from specray.data.labels import load_labels
 from specray.data.shards import (
     DEFAULT_SHARD_BYTES,
@@ -193,6 +194,11 @@ class Preprocessing:
             min_coverage=self.min_coverage,
             min_snr=self.min_snr,
         )
+
+    @classmethod
+    def from_settings(cls, settings: IngestConfig) -> Preprocessing:
+        """The quarantine rules of the ``ingest`` configuration section."""
+        return cls(settings.min_snr, settings.min_median, settings.min_coverage)
 
     @classmethod
     def from_record(cls, record: dict | None) -> Preprocessing:
