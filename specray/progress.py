@@ -3,7 +3,8 @@
 A stage is a :class:`Progress` (a context manager) with a total and a unit. Work done on
 the driver calls :meth:`Progress.advance`; work done in Ray tasks or Train workers reports
 through :attr:`Progress.tally`, a handle to a tiny actor, with :func:`report` (a no-op
-when the handle is None, so the same task code runs with progress off). A thread on the
+when the handle is None, so the same task code runs with progress off; it returns once
+the actor has the report, so a finished task's reports are all counted). A thread on the
 driver reads the counts and draws:
 
 * on a terminal, one line redrawn in place: ``train  42% |########            |
@@ -20,6 +21,7 @@ tests stay silent.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 import time
@@ -71,11 +73,25 @@ def _tally_actor():
     return ray.remote(num_cpus=0)(_Tally).remote()
 
 
+REPORT_TIMEOUT_S = 10.0
+"""How long a reporter waits for the tally to take its report, seconds."""
+
+
 def report(tally: Any, n: int = 0, done: int | None = None, message: str = "", **fields) -> None:
     """From a task or worker: ``n`` more units done (or ``done`` in all), display fields
-    (e.g. ``loss=0.12``) and an optional message line. Fire and forget; None: no-op."""
-    if tally is not None:
-        tally.add.remote(n, done, message, **fields)
+    (e.g. ``loss=0.12``) and an optional message line; None: no-op.
+
+    Waits until the tally has the report (a local round trip, far shorter than the work
+    it counts): a task's reports are then all counted when the task returns, so the closing
+    line is exact however loaded the machine, instead of racing the reports still in
+    flight. A display must never break the work: a tally that is gone or slow is ignored.
+    """
+    if tally is None:
+        return
+    import ray
+
+    with contextlib.suppress(Exception):  # the display's failure is not the work's
+        ray.get(tally.add.remote(n, done, message, **fields), timeout=REPORT_TIMEOUT_S)
 
 
 def format_duration(seconds: float) -> str:
