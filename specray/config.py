@@ -225,7 +225,13 @@ class AnalysisConfig:
     attribution_share: float = 0.5
     """Fraction of a label's joint MI with the live nodes a named node must hold."""
     attribution_permutations: int = 0
-    """Conditional permutations per attribution test; 0 = twice the fewest that resolve."""
+    """Conditional permutations per attribution test at most; 0 = twice the fewest that
+    resolve."""
+    attribution_stop_after: int = 10
+    """An attribution test stops at this many permuted estimates >= the observed one
+    (sequential p-value, Besag & Clifford 1991); 0 = always draw them all."""
+    attribution_max_condition: int = 4
+    """Related nodes (the strongest) a node's unique information is conditioned on."""
 
     def problem(self, key: str) -> str | None:
         """What is wrong with setting ``key`` (beyond its type), or None."""
@@ -234,6 +240,10 @@ class AnalysisConfig:
             return f"expected a positive number of permutations or 'auto', got {value}"
         if key in ("information_threshold", "dispersion_threshold") and value < 0:
             return f"a threshold must be >= 0, got {value}"
+        if key in ("attribution_stop_after", "attribution_permutations") and value < 0:
+            return f"expected a number >= 0, got {value}"
+        if key == "attribution_max_condition" and value < 1:
+            return f"conditioning needs at least 1 node, got {value}"
         return None
 
 

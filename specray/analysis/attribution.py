@@ -4,16 +4,20 @@ For every label L and the live nodes S (method.md 5d; issue 11, item 2):
 
 * ``mi``: I(z_j; L) for each live node (given the nuisance labels, when there are any);
 * ``joint``: I(L; z_R), how much of L the latent space holds, with R the live nodes
-  significantly related to L (all live nodes when none is);
+  significantly related to L (all live nodes when none is), at most ``max_condition`` + 1
+  of them, those with the largest MI;
 * ``cmi``: I(z_j; L | z_{R \\ j}), what node j knows about L that the other related nodes
-  do not, with a conditional permutation test and a half-sample interval.
+  (at most ``max_condition``, the strongest) do not, with a conditional permutation test
+  and a half-sample interval. Each row records the nodes it conditioned on.
 
 Why condition on the related nodes only: a node unrelated to L cannot take L's information
 away from node j except through synergy, which a beta-VAE's factorised prior discourages;
 and every extra dimension costs a k-NN estimator dearly (measured: with 3 unrelated noise
 nodes in Z, n = 400, FP gives 0.77 nat for a true 1.2). This is the conditioning-set
 selection of PC-style algorithms. The marginal test runs first; its significant nodes
-form R.
+form R. A model that has not disentangled (every node weakly related to every label) would
+make R the whole latent space: the cap keeps the estimates in a few dimensions, where
+they are trustworthy, and conditions on the nodes most able to hold L's information.
 
 For every live node, the label that explains it best (largest marginal MI among the
 labels significantly related to it), the fraction explained, ``1 - exp(-2 I)`` (the
@@ -36,10 +40,12 @@ Tests. Under H0: X independent of Y given Z, shuffling Y among samples with simi
 the dependence of Y on Z and destroys only the part through X: the local permutation of
 Runge (AISTATS 2018) shuffles Y within the ``k_perm`` nearest neighbours in Z (within the
 strata of discrete conditioning variables; a plain shuffle when Z is empty). p-values are
-``(1 + #{null >= observed}) / (1 + B)`` with B chosen to resolve the corrected threshold
-(:func:`specray.analysis.significance.choose_permutations`), corrected over the family
-(marginal, conditional and rival tests are three families). Intervals: half-samples
-without replacement, re-centred on the full estimate
+sequential (Besag & Clifford 1991): a test stops at its ``stop_after``-th exceedance,
+after l permutations, with p = stop_after / l (a clearly null test costs tens of
+permutations), else ``(1 + #{null >= observed}) / (1 + B)`` with B chosen to resolve the
+corrected threshold (:func:`specray.analysis.significance.choose_permutations`), corrected
+over the family (marginal, conditional and rival tests are three families). Intervals:
+half-samples without replacement, re-centred on the full estimate
 (:func:`specray.analysis.significance.recentred_interval`).
 
 Calibration (measured with ``benchmarks/cmi_calibration.py``): under H0 with a label that
@@ -103,8 +109,15 @@ class AttributionSettings:
     share: float = 0.5
     """Fraction of the joint information a named node's own MI must reach."""
     permutations: int | None = None
-    """Per test; None = twice the fewest that resolve the corrected threshold (at least
-    199), so that a test with one exceedance in its null can still pass."""
+    """Per test at most; None = twice the fewest that resolve the corrected threshold (at
+    least 199), so that a test with one exceedance in its null can still pass."""
+    stop_after: int = 10
+    """Sequential test (Besag & Clifford 1991): a test stops once this many permuted
+    estimates reach the observed one, with p = stop_after / permutations drawn; 0 = never
+    stop early. A clearly null test then costs tens of permutations, not thousands."""
+    max_condition: int = 4
+    """At most this many related nodes, those with the largest MI with the label, form the
+    conditioning set of a node's unique information (and, with the node, the joint)."""
     ci_resamples: int = 50
     ci_level: float = 0.95
     alpha: float = 0.05
@@ -182,16 +195,15 @@ def _test_key(name: str) -> int:
 
 def null_exceedances(
     problem: Problem, observed: float, name: str, seed: int, k_perm: int, start: int, stop: int
-) -> int:
-    """#{b in [start, stop): estimate with locally permuted y >= observed}."""
+) -> NDArray[np.bool_]:
+    """For b in [start, stop): whether the estimate with locally permuted y >= observed."""
     table = _neighbour_table(problem, k_perm)
-    exceed = 0
-    for b in range(start, stop):
+    exceed = np.zeros(stop - start, bool)
+    for col, b in enumerate(range(start, stop)):
         rng = _generator(seed, _PERM_STREAM, _test_key(name), b)
-        exceed += problem.estimate(problem.y[local_permutation(table, problem.y.size, rng)]) >= (
-            observed
-        )
-    return int(exceed)
+        permuted = problem.y[local_permutation(table, problem.y.size, rng)]
+        exceed[col] = problem.estimate(permuted) >= observed
+    return exceed
 
 
 def half_sample_estimates(
@@ -215,67 +227,98 @@ def run_tests(
 ) -> dict[str, dict[str, Any]]:
     """Estimate, permutation p-value and (``ci``) interval of every named problem.
 
-    ``parallel`` fans the work out as Ray tasks (one per chunk of permutations or
-    half-samples); otherwise it runs here. Both give the same numbers.
+    Permutations run in rounds of growing size; after each round a test with
+    ``stop_after`` exceedances stops (sequential p-value). ``parallel`` fans the work out
+    as Ray tasks (one per chunk of permutations or half-samples); otherwise it runs here.
+    Both give the same numbers.
     """
     s = settings
-    perm_chunks = _chunks(permutations, s.chunk_size)
-    half_chunks = _chunks(s.ci_resamples, max(1, s.chunk_size // 8)) if ci else []
-    if parallel:
-        import ray
+    run = _Executor(problems, parallel)
+    observed = dict(zip(problems, run.map(_estimate, [(name,) for name in problems],
+                                          "attribution estimates"), strict=True))  # fmt: skip
+    flags = {name: np.zeros(0, bool) for name in problems}
+    active = list(problems)
+    for start, stop in _rounds(permutations, s.chunk_size):
+        calls = [(name, observed[name], name, s.seed, s.k_perm, a, b)
+                 for name in active for a, b in _chunks(stop - start, s.chunk_size, start)]  # fmt: skip
+        for (name, *_), chunk in zip(calls, run.map(null_exceedances, calls,
+                                                    "attribution permutations"), strict=True):  # fmt: skip
+            flags[name] = np.concatenate((flags[name], chunk))
+        active = [name for name in active if not _stopped(flags[name], s.stop_after)]
+        if not active:
+            break
+    halves: dict[str, NDArray] = {name: np.empty(0) for name in problems}
+    if ci:
+        calls = [(name, name, s.seed, a, b) for name in problems
+                 for a, b in _chunks(s.ci_resamples, max(1, s.chunk_size // 8))]  # fmt: skip
+        for (name, *_), values in zip(calls, run.map(half_sample_estimates, calls,
+                                                     "attribution half-samples"), strict=True):  # fmt: skip
+            halves[name] = np.concatenate((halves[name], values))
+    return {
+        name: _result(observed[name], flags[name], halves[name], s.stop_after, s.ci_level)
+        for name in problems
+    }
 
-        from specray.runtime import ensure_ray
 
-        ensure_ray()
-        refs = {name: ray.put(p) for name, p in problems.items()}
-        obs_refs = [_remote(_estimate).remote(ref) for ref in refs.values()]
-        observed = dict(zip(problems, _wait_all(obs_refs, "attribution estimates"), strict=True))
-        null_jobs = [
-            (name, _remote(null_exceedances).remote(refs[name], observed[name], name, s.seed,
-                                                     s.k_perm, a, b))
-            for name in problems for a, b in perm_chunks
-        ]  # fmt: skip
-        half_jobs = [
-            (name, _remote(half_sample_estimates).remote(refs[name], name, s.seed, a, b))
-            for name in problems
-            for a, b in half_chunks
-        ]
-        null_out = _wait_all([job for _, job in null_jobs], "attribution permutations")
-        half_out = _wait_all([job for _, job in half_jobs], "attribution half-samples")
-    else:
-        observed = {name: p.estimate() for name, p in problems.items()}
-        null_jobs = [(name, (a, b)) for name in problems for a, b in perm_chunks]
-        null_out = [
-            null_exceedances(problems[name], observed[name], name, s.seed, s.k_perm, a, b)
-            for name, (a, b) in null_jobs
-        ]
-        half_jobs = [(name, (a, b)) for name in problems for a, b in half_chunks]
-        half_out = [
-            half_sample_estimates(problems[name], name, s.seed, a, b) for name, (a, b) in half_jobs
-        ]
-    return _gather(observed, null_jobs, null_out, half_jobs, half_out, permutations, s.ci_level)
+class _Executor:
+    """Calls ``fn(problem, *args)`` here or as Ray tasks (each problem shipped once)."""
+
+    def __init__(self, problems: Mapping[str, Problem], parallel: bool) -> None:
+        self.parallel = parallel
+        self.problems: dict[str, Any] = dict(problems)
+        if parallel:
+            import ray
+
+            from specray.runtime import ensure_ray
+
+            ensure_ray()
+            self.problems = {name: ray.put(p) for name, p in problems.items()}
+
+    def map(self, fn, calls: Sequence[tuple], what: str) -> list:
+        """``fn(problems[name], *args)`` for each ``(name, *args)`` in ``calls``, in order."""
+        if not self.parallel:
+            return [fn(self.problems[name], *args) for name, *args in calls]
+        return _wait_all([_remote(fn).remote(self.problems[name], *args)
+                          for name, *args in calls], what)  # fmt: skip
+
+
+def _rounds(permutations: int, first: int) -> list[tuple[int, int]]:
+    """[start, stop) rounds covering range(permutations), each four times the last."""
+    out, start, size = [], 0, max(1, first)
+    while start < permutations:
+        out.append((start, min(start + size, permutations)))
+        start, size = start + size, 4 * size
+    return out
+
+
+def _stopped(flags: NDArray[np.bool_], stop_after: int) -> bool:
+    return stop_after > 0 and int(flags.sum()) >= stop_after
+
+
+def sequential_pvalue(flags: NDArray[np.bool_], stop_after: int) -> tuple[float, int]:
+    """(p, permutations it rests on) from the exceedance flags of permutations 0, 1, ...
+
+    Besag & Clifford (1991): stopping at the ``stop_after``-th exceedance, after l
+    permutations, p = stop_after / l; a test that never gets there has the plain
+    ``(1 + exceedances) / (1 + B)``. Both are valid p-values: P(p <= u) <= u under H0.
+    """
+    hits = np.flatnonzero(flags)
+    if stop_after > 0 and hits.size >= stop_after:
+        drawn = int(hits[stop_after - 1]) + 1
+        return stop_after / drawn, drawn
+    return float(pvalue_from_exceedances(hits.size, flags.size)), int(flags.size)
 
 
 def _estimate(problem: Problem) -> float:
     return problem.estimate()
 
 
-def _gather(observed, null_jobs, null_out, half_jobs, half_out, permutations, level) -> dict:
-    exceed = dict.fromkeys(observed, 0)
-    halves: dict[str, list] = {name: [] for name in observed}
-    for (name, _), count in zip(null_jobs, null_out, strict=True):
-        exceed[name] += count
-    for (name, _), values in zip(half_jobs, half_out, strict=True):
-        halves[name].append(values)
-    out = {}
-    for name, value in observed.items():
-        half = np.concatenate(halves[name]) if halves[name] else np.empty(0)
-        finite = half[np.isfinite(half)]
-        ci = recentred_interval(value, finite, level) if finite.size >= 2 else (np.nan, np.nan)
-        p = float(pvalue_from_exceedances(exceed[name], permutations))
-        out[name] = {"value": float(value), "p_value": p, "ci": [float(ci[0]), float(ci[1])],
-                     "at_floor": exceed[name] == 0}  # fmt: skip
-    return out
+def _result(value: float, flags: NDArray, half: NDArray, stop_after: int, level: float) -> dict:
+    finite = half[np.isfinite(half)]
+    ci = recentred_interval(value, finite, level) if finite.size >= 2 else (np.nan, np.nan)
+    p, drawn = sequential_pvalue(flags, stop_after)
+    return {"value": float(value), "p_value": p, "ci": [float(ci[0]), float(ci[1])],
+            "at_floor": not flags.any(), "permutations": drawn}  # fmt: skip
 
 
 def _correct(results: dict[str, dict], names: Sequence[str], alpha: float, fdr: str) -> None:
@@ -373,12 +416,17 @@ def attribute(
         name: [d for d, node in enumerate(live) if results[f"mi|{name}|{node}"]["significant"]]
         for name in targets
     }
-    conditional = {}
+    conditional, conditioned_on, joint_nodes = {}, {}, {}
     for name, v in per_label.items():
-        disc, rel = kinds[name] != "continuous", related[name]
-        conditional[f"joint|{name}"] = _problem(v, rel or range(len(live)), name, disc, [], s.k)
+        disc = kinds[name] != "continuous"
+        strongest = _by_mi(results, name, live, related[name] or range(len(live)))
+        joint = strongest[: s.max_condition + 1]
+        joint_nodes[name] = [live[d] for d in joint]
+        conditional[f"joint|{name}"] = _problem(v, joint, name, disc, [], s.k)
         for d, node in enumerate(live):
-            others = [o for o in rel if o != d]
+            others = [o for o in _by_mi(results, name, live, related[name]) if o != d]
+            others = others[: s.max_condition]
+            conditioned_on[(name, node)] = [live[o] for o in others]
             if others:
                 conditional[f"cmi|{name}|{node}"] = _problem(v, [d], name, disc, others, s.k)
     if conditional:
@@ -390,7 +438,10 @@ def attribute(
     _correct(results, [n for n in results if n.startswith("joint|")], s.alpha, s.fdr)
     node_info = _attribute_nodes(mat, labels, kinds, live, targets, condition, s, results,
                                  n_perm, parallel)  # fmt: skip
-    label_info = {name: _label_entry(name, live, results, node_info, s) for name in targets}
+    label_info = {
+        name: _label_entry(name, live, results, node_info, s, joint_nodes[name], conditioned_on)
+        for name in targets
+    }
     return {
         "estimator": ESTIMATOR,
         "settings": asdict(s),
@@ -403,8 +454,14 @@ def attribute(
             "needed": min_resolvable_permutations(max(n_tests, 1), s.alpha, s.fdr),
             "resolvable": resolvable,
             "n_tests": n_tests,
+            "stop_after": s.stop_after,
         },
     }
+
+
+def _by_mi(results: dict, name: str, live: Sequence[int], columns) -> list[int]:
+    """Column indices into ``live``, largest marginal MI with label ``name`` first."""
+    return sorted(columns, key=lambda d: -results[f"mi|{name}|{live[d]}"]["value"])
 
 
 def _attribute_nodes(mat, labels, kinds, live, targets, condition, s, results, n_perm, parallel):
@@ -447,7 +504,7 @@ def _attribute_nodes(mat, labels, kinds, live, targets, condition, s, results, n
     return out
 
 
-def _label_entry(name, live, results, node_info, s) -> dict:
+def _label_entry(name, live, results, node_info, s, joint_nodes, conditioned_on) -> dict:
     joint = results[f"joint|{name}"]
     rows = []
     for node in live:
@@ -465,11 +522,13 @@ def _label_entry(name, live, results, node_info, s) -> dict:
                 "cmi_p_value": cmi["p_value"],
                 "cmi_p_adjusted": cmi["p_adjusted"],
                 "cmi_significant": cmi["significant"],
+                "conditioned_on": conditioned_on[(name, node)],
                 "share": mi["value"] / joint["value"] if joint["value"] > 0 else None,
             }
         )
     return {
-        "joint": {key: joint[key] for key in ("value", "ci", "p_value", "p_adjusted")},
+        "joint": {key: joint[key] for key in ("value", "ci", "p_value", "p_adjusted")}
+        | {"nodes": joint_nodes},
         "nodes": rows,
         "verdict": _verdict(name, rows, node_info, s),
     }
@@ -577,6 +636,8 @@ def attribution_for_analysis(
         floor=cfg.attribution_floor,
         share=cfg.attribution_share,
         permutations=cfg.attribution_permutations or None,
+        stop_after=cfg.attribution_stop_after,
+        max_condition=cfg.attribution_max_condition,
         alpha=cfg.alpha,
         fdr=cfg.fdr,
         seed=cfg.seed,

@@ -359,9 +359,10 @@ def _as_labels(labels: Mapping[str, ArrayLike], n: int, min_samples: int) -> dic
     return out
 
 
-def _chunks(total: int, size: int) -> list[tuple[int, int]]:
-    """[start, stop) ranges covering range(total) in pieces of ``size``."""
-    return [(s, min(s + size, total)) for s in range(0, total, size)]
+def _chunks(total: int, size: int, offset: int = 0) -> list[tuple[int, int]]:
+    """[start, stop) ranges covering range(offset, offset + total) in pieces of ``size``."""
+    end = offset + total
+    return [(s, min(s + size, end)) for s in range(offset, end, size)]
 
 
 def _wait_all(refs: list[Any], what: str) -> list[Any]:

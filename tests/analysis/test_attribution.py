@@ -12,6 +12,7 @@ from specray.analysis.attribution import (
     _neighbour_table,
     attribute,
     local_permutation,
+    sequential_pvalue,
 )
 from specray.analysis.cmi import (
     LabelKindError,
@@ -219,3 +220,46 @@ def test_ray_fan_out_gives_the_serial_numbers():
     serial = attribute(*args, settings=settings, parallel=False)
     fanned = attribute(*args, settings=settings, parallel=True)
     assert serial == fanned
+
+
+def test_sequential_pvalue_stops_at_the_hth_exceedance_and_is_valid_under_h0():
+    flags = np.zeros(500, bool)
+    flags[[3, 10, 40]] = True
+    assert sequential_pvalue(flags, 3) == (3 / 41, 41)  # stopped after 41 permutations
+    assert sequential_pvalue(flags, 4) == ((1 + 3) / (1 + 500), 500)  # never got there
+    assert sequential_pvalue(flags, 0) == ((1 + 3) / (1 + 500), 500)  # 0: no stopping
+    # Under H0 the observed value is one more draw from the null: each permutation exceeds
+    # it with probability U ~ Uniform(0, 1). A valid p-value has P(p <= a) <= a.
+    rng = np.random.default_rng(12)
+    u = rng.uniform(size=4000)
+    p = np.array([sequential_pvalue(rng.uniform(size=400) <= q, 10)[0] for q in u])
+    for a in (0.01, 0.05, 0.2, 0.5):
+        assert np.mean(p <= a) <= a + 3 * np.sqrt(a * (1 - a) / u.size)
+    assert np.mean(p <= 0.05) > 0.03  # and not needlessly conservative
+
+
+def test_wide_latent_space_conditions_on_the_strongest_few_and_stops_null_tests_early():
+    """16 live nodes all weakly tied to teff (a model that has not disentangled)."""
+    rng = np.random.default_rng(13)
+    n = 300
+    teff = rng.normal(0, 1, n)
+    mu = 0.35 * teff[:, None] + rng.normal(0, 1, (n, 16))
+    mu[:, 5] = teff + rng.normal(0, 0.3, n)
+    settings = AttributionSettings(ci_resamples=16, chunk_size=64, max_condition=3)
+    out = attribute(mu, {"teff": teff}, range(16), {"teff": "continuous"}, settings=settings,
+                    parallel=False)  # fmt: skip
+    rows = {r["node"]: r for r in out["labels"]["teff"]["nodes"]}
+    by_mi = sorted(rows, key=lambda j: -rows[j]["mi"])
+    assert rows[5]["conditioned_on"] == by_mi[1:4]  # the three strongest others
+    related = [j for j in by_mi if rows[j]["mi_significant"]]
+    for j in related[1:]:
+        assert rows[j]["conditioned_on"] == [i for i in related if i != j][:3]
+    assert len(out["labels"]["teff"]["joint"]["nodes"]) == 4
+    assert out["label_nodes"]["teff"]["node"] == 5
+    used = out["permutations"]["used"]
+    named = rows[5]
+    assert named["cmi_significant"] and named["mi_at_floor"]  # drew all B, none exceeded
+    nulls = [j for j in rows if j != 5 and not rows[j]["cmi_significant"]]
+    assert nulls  # the weak nodes add nothing given node 5 ...
+    stopped = [rows[j]["cmi_p_value"] for j in nulls]
+    assert min(stopped) > 10 / used  # ... and their tests stopped early (p = 10 / l > 10 / B)
