@@ -240,6 +240,7 @@ def preflight(store_uri: str, run_uri: str, config: Config) -> TrainingPlan:
     store = open_store(store_uri)
     arch = check_architecture(config, store.grid)
     check_batch_size(store, config)
+    warn_short_warmup(planned_steps(store, config), config)
     return TrainingPlan(store, resume_point(run_uri, store.grid, arch, config))
 
 
@@ -316,6 +317,28 @@ def train(store_uri: str, run_uri: str, config: Config) -> TrainSummary:
     with Progress("train", planned_steps(plan.store, config), "steps", remote=True) as shown:
         fit(build_trainer(store_uri, run_uri, config, plan=plan, tally=shown.tally))
     return TrainSummary(run_uri, latest_checkpoint(run_uri), read_history(run_uri))
+
+
+def short_warmup(steps: int, config: Config) -> str | None:
+    """Why a run of ``steps`` optimiser steps ends before its KL weight reaches beta (the
+    report would call the model unfit to interpret), with settings that fit; or None."""
+    loss = config.loss
+    if loss.beta == 0 or loss.warmup_end <= steps:
+        return None
+    start, end = round(0.25 * steps), round(0.5 * steps)
+    return (
+        f"this run has {steps:,} optimiser steps, but the KL weight rises from step "
+        f"{loss.warmup_start:,} (loss.warmup_start) to reach beta at step {loss.warmup_end:,} "
+        "(loss.warmup_end): the bottleneck will not be pressed to disentangle and most "
+        "nodes will stay live; for a run this short, e.g. "
+        f"--set loss.warmup_start={start} --set loss.warmup_end={end}"
+    )
+
+
+def warn_short_warmup(steps: int, config: Config) -> None:
+    problem = short_warmup(steps, config)
+    if problem:
+        log.warning("%s", problem)
 
 
 def planned_steps(store: Store, config: Config) -> int:

@@ -53,7 +53,9 @@ from specray.train.trainer import (
     check_architecture,
     check_batch_size,
     fit,
+    planned_steps,
     read_history,
+    warn_short_warmup,
 )
 
 log = logging.getLogger(__name__)
@@ -465,6 +467,7 @@ def tune(store_uri: str, out_uri: str, config: Config) -> TuneSummary:
     grid = store.grid
     check_architecture(config, grid)  # what every trial shares, checked before Ray starts
     check_batch_size(store, config)
+    warn_short_warmup(planned_steps(store, config), config)
     ensure_ray()
     path, options = _experiment_location(out_uri)
     trainable = ray_tune.with_resources(

@@ -1,13 +1,17 @@
 """Ray Train on CPU: learning, checkpoints, resume, crash recovery, and S3 storage."""
 
 import json
+import logging
+import re
 
 import pytest
 
 from specray.cli import main
 from specray.config import load_config
+from specray.data.store import open_store
 from specray.model.checkpoint import CheckpointError, latest_checkpoint, load_trained_model
-from specray.train.trainer import read_history, train
+from specray.model.loss import kl_weight
+from specray.train.trainer import planned_steps, preflight, read_history, short_warmup, train
 from tests.helpers import TOY_MODEL, write_toy_store
 
 pytestmark = pytest.mark.usefixtures("ray_session")
@@ -98,3 +102,20 @@ def test_a_relative_run_folder_keeps_its_metrics_and_checkpoints_there(tmp_path,
     assert summary.final["epoch"] == 2 and summary.run == str(tmp_path / "run")
     assert [entry["epoch"] for entry in read_history(str(tmp_path / "run"))] == [1, 2]
     assert latest_checkpoint("run").startswith(str(tmp_path / "run"))
+
+
+def test_a_run_too_short_for_its_warmup_is_warned_with_settings_that_fit(tmp_path, caplog):
+    store = str(tmp_path / "store")
+    write_toy_store(store)
+    config = load_config(overrides=TOY_MODEL + ["train.epochs=3"])  # published warm-up
+    steps = planned_steps(open_store(store), config)
+    with caplog.at_level(logging.WARNING, "specray.train.trainer"):
+        preflight(store, str(tmp_path / "run"), config)
+    assert f"this run has {steps:,} optimiser steps" in caplog.text
+    assert "step 20,000 (loss.warmup_end)" in caplog.text
+    fixes = re.findall(r"--set (\S+)", caplog.text)
+    fitted = load_config(overrides=TOY_MODEL + ["train.epochs=3", *fixes])
+    loss = fitted.loss
+    assert kl_weight(steps, loss.warmup_start, loss.warmup_end, loss.beta) == loss.beta
+    assert 0 < loss.warmup_start < loss.warmup_end < steps
+    assert short_warmup(steps, fitted) is None
