@@ -104,7 +104,7 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from specray.pipeline import demo
+    from specray.workflows.demo import demo
 
     print(
         demo(args.out, stars=args.stars, seed=args.seed, settings=args.config, overrides=args.set)
@@ -200,7 +200,7 @@ def _add_tune(commands) -> None:
 
 
 def _analyze(args: argparse.Namespace) -> int:
-    from specray.analysis.pipeline import analyze
+    from specray.analysis.analyze import analyze
 
     overrides = []
     if args.labels:
@@ -248,7 +248,7 @@ def _add_analyze(commands) -> None:
 
 def _retrain(args: argparse.Namespace) -> int:
     from specray.config import read_overrides
-    from specray.retrain import retrain
+    from specray.workflows.retrain import retrain
 
     result = retrain(
         args.raw,

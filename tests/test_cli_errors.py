@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from specray.cli import main
-from tests.analysis.test_pipeline import planted_table
+from tests.analysis.test_analyze import planted_table
 from tests.conftest import ADP_FIXTURE
 from tests.helpers import write_toy_store
 

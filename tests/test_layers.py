@@ -27,7 +27,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("specray.schema", "specray.config"),
     ("specray.data",),
     ("specray.train", "specray.analysis"),
-    ("specray.pipeline", "specray.retrain", "specray.api", "specray.cli", "specray"),
+    ("specray.workflows", "specray.api", "specray.cli", "specray"),
 ]  # fmt: skip
 """Lowest first. A module belongs to the longest prefix listed."""
 

@@ -12,7 +12,7 @@ import pytest
 
 from specray.data.synth_store import synthesize
 from specray.locks import LockHeld, exclusive_lock
-from specray.retrain import compare_analyses, retrain
+from specray.workflows.retrain import compare_analyses, retrain
 from tests.conftest import ADP_FIXTURE, S1D_FIXTURE
 
 pytestmark = pytest.mark.usefixtures("ray_session")

@@ -288,7 +288,7 @@ def reconstruct_examples(model, spectra: dict) -> dict:
     }
 
 
-# ------------------------------------------------------------------ from the pipeline
+# ------------------------------------------------------------------ for analyze
 
 N_EXAMPLES = 3
 

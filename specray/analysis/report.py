@@ -4,7 +4,7 @@ Read top to bottom: what was analysed, whether the model is fit to interpret (th
 verdict box, training curves, reconstructions), the headline (which node is which label), then
 the evidence (dispersion, MI tables and significance, independence, anomalies,
 traversals), the caveats and the provenance. Everything comes from the ``analysis.json`` record
-(:mod:`specray.analysis.pipeline`) and the figures' PNG bytes; nothing is fetched from
+(:mod:`specray.analysis.analyze`) and the figures' PNG bytes; nothing is fetched from
 anywhere when the page is opened.
 
 The markup is the Jinja template ``templates/report.html``, autoescaped: ids, object

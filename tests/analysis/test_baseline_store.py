@@ -10,9 +10,9 @@ import pytest
 from sklearn.decomposition import PCA
 
 from specray import schema, storage
+from specray.analysis.analyze import analyze
 from specray.analysis.baseline import fill_masked, masked_l1
 from specray.analysis.baseline_store import pca_baseline_pass
-from specray.analysis.pipeline import analyze
 from specray.config import AnalysisConfig
 from specray.data.store import open_store
 from tests.helpers import write_toy_store

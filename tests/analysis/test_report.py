@@ -10,7 +10,7 @@ import pytest
 
 from specray.analysis.report import render_comparison
 from specray.cli import main
-from tests.analysis.test_pipeline import planted_table
+from tests.analysis.test_analyze import planted_table
 
 SCRIPT = '<script>alert("x")</script>'
 IMAGE = "<img src=x onerror=alert(1)>"

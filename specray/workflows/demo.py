@@ -34,7 +34,7 @@ def demo(
 ) -> str:
     """Run every stage on the synthetic survey; return the closing summary. ``settings``
     (a YAML or JSON file) and then ``overrides`` change the demo's own settings."""
-    from specray.analysis.pipeline import analyze
+    from specray.analysis.analyze import analyze
     from specray.train.trainer import train
 
     config = load_config(settings, overrides, base=DEMO_OVERRIDES + [f"train.seed={seed}"])

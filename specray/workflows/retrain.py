@@ -144,7 +144,7 @@ def retrain(
     """One scheduled retraining cycle; see the module docstring."""
     raw, store, run = (storage.normalize(uri) for uri in (raw, store, run))
     analysis = None if analysis is None else storage.normalize(analysis)
-    from specray.analysis.pipeline import analyze
+    from specray.analysis.analyze import analyze
 
     analysis = analysis or storage.join(run, "analysis")
     try:

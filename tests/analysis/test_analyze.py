@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from specray import progress, schema
+from specray.analysis.analyze import LatentTable, analyze, select
 from specray.analysis.encode import GridMismatchError
-from specray.analysis.pipeline import LatentTable, analyze, select
 from specray.analysis.wavelengths import decoder_sensitivity, node_sensitivity
 from specray.cli import main
 from specray.config import AnalysisConfig, Config, load_config
@@ -387,7 +387,7 @@ def test_label_kinds_and_attribution_in_analysis_json(tmp_path):
 
 
 def test_a_screened_node_gets_one_caveat_naming_all_its_labels():
-    from specray.analysis.pipeline import _note_screened_nodes
+    from specray.analysis.analyze import _note_screened_nodes
 
     pair = {"significant": True, "p_adjusted": 0.001}
     screen = {"pairs": [

@@ -1,0 +1,1 @@
+"""Workflows: the stages composed end to end (the demo, scheduled retraining)."""
