@@ -185,8 +185,9 @@ class Progress:
         elapsed = time.monotonic() - self._started
         # The closing rate is the plain ratio of the two numbers beside it (start-up
         # included), so the line agrees with itself; the live line's rate leaves start-up
-        # out, which is what an ETA needs.
-        rate_text = f" ({self.done / elapsed:.3g} {self.unit}/s)" if self.done and elapsed else ""
+        # out, which is what an ETA needs. Under a second ("in 0 s") a rate means nothing.
+        timed = self.done and elapsed >= 1.0
+        rate_text = f" ({self.done / elapsed:.3g} {self.unit}/s)" if timed else ""
         stopped = "stopped after " if exc_type else ""
         self._print(
             f"{self.label}: {stopped}{self.done:,} {self.unit} in "

@@ -67,6 +67,17 @@ def test_a_stage_redraws_in_place_on_a_terminal_and_ends_with_one_line(monkeypat
     assert text.endswith("\n") and text.count("\n") == 1  # only the closing line is a line
 
 
+def test_a_stage_over_within_a_second_claims_no_rate():
+    progress.enable()
+    try:
+        out = io.StringIO()
+        with progress.Progress("tasks", 21, "tasks", stream=out) as shown:
+            shown.advance(21)
+    finally:
+        progress.enable(False)
+    assert out.getvalue() == "tasks: 21 tasks in 0 s\n"
+
+
 def test_progress_is_silent_unless_enabled():
     quiet = io.StringIO()
     with progress.Progress("ingest", 2, "files", stream=quiet) as shown:
