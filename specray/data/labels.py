@@ -98,7 +98,7 @@ class LabelTable:
                 self.key,
                 _examples(seen),
             )
-        else:
+        elif total:
             log.info("labels %s: %d of %d spectra found a label row", self.uri, matched, total)
         return matched
 
