@@ -176,6 +176,24 @@ def check_batch_size(store: Store, config: Config) -> None:
     )
 
 
+def check_validation_split(store: Store, config: Config, required: bool) -> None:
+    """An empty validation split leaves val_loss NaN: a warning for training, an error
+    where the validation loss is ``required`` (a search ranks trials by it)."""
+    n_train, n_val = split_sizes(store, config.train.val_fraction)
+    if n_val:
+        return
+    problem = (
+        f"{store.uri}: train.val_fraction={config.train.val_fraction:g} puts none of its "
+        f"{n_train} spectra in the validation split (it takes whole stars)"
+    )
+    if required:
+        raise TrainingSetupError(
+            f"{problem}; a search ranks trials by validation loss: ingest more stars or "
+            "raise --set train.val_fraction"
+        )
+    log.warning("%s: val_loss will be NaN", problem)
+
+
 def _check_checkpoint_fits(run_uri: str, meta: dict, grid: Grid, arch: dict) -> None:
     """Refuse to resume a checkpoint made for another grid or another network."""
     if checkpoint_grid(meta) != grid:
@@ -240,6 +258,7 @@ def preflight(store_uri: str, run_uri: str, config: Config) -> TrainingPlan:
     store = open_store(store_uri)
     arch = check_architecture(config, store.grid)
     check_batch_size(store, config)
+    check_validation_split(store, config, required=False)
     warn_short_warmup(planned_steps(store, config), config)
     return TrainingPlan(store, resume_point(run_uri, store.grid, arch, config))
 

@@ -52,6 +52,7 @@ from specray.train.trainer import (
     build_trainer,
     check_architecture,
     check_batch_size,
+    check_validation_split,
     fit,
     planned_steps,
     read_history,
@@ -467,6 +468,7 @@ def tune(store_uri: str, out_uri: str, config: Config) -> TuneSummary:
     grid = store.grid
     check_architecture(config, grid)  # what every trial shares, checked before Ray starts
     check_batch_size(store, config)
+    check_validation_split(store, config, required=True)
     warn_short_warmup(planned_steps(store, config), config)
     ensure_ray()
     path, options = _experiment_location(out_uri)

@@ -11,7 +11,15 @@ from specray.config import load_config
 from specray.data.store import open_store
 from specray.model.checkpoint import CheckpointError, latest_checkpoint, load_trained_model
 from specray.model.loss import kl_weight
-from specray.train.trainer import planned_steps, preflight, read_history, short_warmup, train
+from specray.train.trainer import (
+    TrainingSetupError,
+    planned_steps,
+    preflight,
+    read_history,
+    short_warmup,
+    train,
+)
+from specray.train.tune import tune
 from tests.helpers import TOY_MODEL, write_toy_store
 
 pytestmark = pytest.mark.usefixtures("ray_session")
@@ -119,3 +127,15 @@ def test_a_run_too_short_for_its_warmup_is_warned_with_settings_that_fit(tmp_pat
     assert kl_weight(steps, loss.warmup_start, loss.warmup_end, loss.beta) == loss.beta
     assert 0 < loss.warmup_start < loss.warmup_end < steps
     assert short_warmup(steps, fitted) is None
+
+
+def test_an_empty_validation_split_is_a_warning_for_train_and_an_error_for_tune(tmp_path, caplog):
+    store = str(tmp_path / "store")
+    write_toy_store(store, n_objects=4, epochs=8)  # 4 stars: 5% of them is none
+    config = load_config(overrides=FAST + ["train.epochs=1"])
+    with caplog.at_level(logging.WARNING, "specray.train.trainer"):
+        preflight(store, str(tmp_path / "run"), config)
+    assert "puts none of its 32 spectra in the validation split" in caplog.text
+    assert "val_loss will be NaN" in caplog.text
+    with pytest.raises(TrainingSetupError, match="raise --set train.val_fraction"):
+        tune(store, str(tmp_path / "search"), config)
