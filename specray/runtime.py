@@ -54,7 +54,8 @@ RAY_LOGGERS = ("ray", "ray.data", "ray.train", "ray.tune")
 
 
 class RayUnavailable(SpecrayError, ConnectionError):
-    """The Ray cluster named by RAY_ADDRESS or --address cannot be joined."""
+    """The Ray cluster named by RAY_ADDRESS or --address cannot be joined, or a local one
+    cannot be started."""
 
 
 @contextlib.contextmanager
@@ -159,13 +160,7 @@ def ensure_ray(num_cpus: int | None = None) -> None:
     cpus = num_cpus or max(MIN_LOGICAL_CPUS, 2 * (os.cpu_count() or 1))
     log.info("starting a local Ray with %d logical CPUs", cpus)
     handlers = _current_handlers()
-    context = ray.init(
-        address=LOCAL,
-        num_cpus=cpus,
-        include_dashboard=_dashboard,
-        logging_level=logging.WARNING,
-        log_to_driver=_forward_worker_output,
-    )
+    context = _start_local(cpus)
     _shut_down_on_signals(handlers)
     if _dashboard:
         log.info("Ray dashboard: http://%s%s", context.dashboard_url, _sign_in_hint())
@@ -174,6 +169,36 @@ def ensure_ray(num_cpus: int | None = None) -> None:
             "Ray's messages go to %s (--verbose shows them); its processes' logs are in %s",
             _log_file, session_log_folder(),
         )  # fmt: skip
+
+
+STARTUP_ATTEMPTS = 3
+"""Ray gives its local processes a fixed 30 s to register; a loaded machine can miss that."""
+
+
+def _start_local(cpus: int):
+    """``ray.init`` of a local Ray, tried again when its processes were too slow to start."""
+    for attempt in range(1, STARTUP_ATTEMPTS + 1):
+        try:
+            return ray.init(
+                address=LOCAL,
+                num_cpus=cpus,
+                include_dashboard=_dashboard,
+                logging_level=logging.WARNING,
+                log_to_driver=_forward_worker_output,
+            )
+        except Exception as exc:  # Ray raises a bare Exception for this
+            if "timed out during startup" not in str(exc):
+                raise
+            ray.shutdown()
+            load = os.getloadavg()[0]
+            log.warning("the local Ray did not start in time (attempt %d of %d, load "
+                        "average %.1f on %d cores)", attempt, STARTUP_ATTEMPTS, load,
+                        os.cpu_count() or 1)  # fmt: skip
+    raise RayUnavailable(
+        f"the local Ray did not start in {STARTUP_ATTEMPTS} attempts: its processes took "
+        f"over 30 s to register (load average {os.getloadavg()[0]:.1f} on "
+        f"{os.cpu_count() or 1} cores); run again when the machine is less busy"
+    )
 
 
 def _sign_in_hint() -> str:

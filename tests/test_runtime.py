@@ -209,3 +209,30 @@ def ray_version() -> str:
     import ray
 
     return ray.__version__
+
+
+def test_a_local_ray_too_slow_to_start_is_retried_then_named(monkeypatch, caplog):
+    """Ray's own 30 s registration limit cannot be hit on demand; its bare Exception can."""
+    import ray
+
+    from specray import runtime
+
+    calls = []
+
+    def slow_init(**_):
+        calls.append(1)
+        raise Exception("The current node timed out during startup. This could happen ...")
+
+    monkeypatch.setattr(ray, "init", slow_init)
+    monkeypatch.setattr(ray, "shutdown", lambda: None)
+    with pytest.raises(runtime.RayUnavailable, match=r"did not start in 3 attempts.*load average"):
+        runtime._start_local(4)
+    assert len(calls) == runtime.STARTUP_ATTEMPTS
+    assert caplog.text.count("the local Ray did not start in time") == runtime.STARTUP_ATTEMPTS
+
+    def broken_init(**_):
+        raise RuntimeError("something else")
+
+    monkeypatch.setattr(ray, "init", broken_init)
+    with pytest.raises(RuntimeError, match="something else"):  # not every failure is load
+        runtime._start_local(4)
