@@ -123,6 +123,22 @@ class _FolderCreatingFileHandler(logging.FileHandler):
         return super()._open()
 
 
+@contextlib.contextmanager
+def printed_by_ray() -> Iterator[None]:
+    """Within the block, what Ray prints with ``print`` (Ray Tune's experiment table and
+    result hints, whatever its verbosity) goes to the log file of :func:`ray_output`,
+    keeping stdout for specray's results; as it is with ``--verbose``."""
+    if _log_file is None:
+        yield
+        return
+    os.makedirs(os.path.dirname(_log_file) or ".", exist_ok=True)
+    with (
+        open(_log_file, "a", encoding="utf-8") as log_stream,
+        contextlib.redirect_stdout(log_stream),
+    ):
+        yield
+
+
 def ray_is_quiet() -> bool:
     """True inside :func:`ray_output` with a log file: Ray should print nothing itself."""
     return _log_file is not None

@@ -236,3 +236,16 @@ def test_a_local_ray_too_slow_to_start_is_retried_then_named(monkeypatch, caplog
     monkeypatch.setattr(ray, "init", broken_init)
     with pytest.raises(RuntimeError, match="something else"):  # not every failure is load
         runtime._start_local(4)
+
+
+def test_what_ray_prints_goes_to_the_log_file_unless_verbose(tmp_path, capsys):
+    """Ray Tune prints its experiment table with print() whatever its verbosity."""
+    from specray import runtime
+
+    log_file = tmp_path / "logs" / "tune.log"
+    with runtime.ray_output(str(log_file)), runtime.printed_by_ray():
+        print("Configuration for experiment")
+    with runtime.ray_output(None), runtime.printed_by_ray():  # --verbose: the terminal
+        print("View detailed results here")
+    assert capsys.readouterr().out == "View detailed results here\n"
+    assert log_file.read_text() == "Configuration for experiment\n"

@@ -47,7 +47,7 @@ from specray.errors import SpecrayError
 from specray.model.checkpoint import CheckpointError, latest_checkpoint
 from specray.model.loss import NORMALISATIONS
 from specray.progress import Progress
-from specray.runtime import ensure_ray, ray_is_quiet
+from specray.runtime import ensure_ray, printed_by_ray, ray_is_quiet
 from specray.train.trainer import (
     build_trainer,
     check_architecture,
@@ -522,7 +522,8 @@ def _fit_showing_trials(tuner: ray_tune.Tuner, config: Config):
     with Progress("tune", config.tune.samples, "trials") as shown:
         _shown_trials = (shown, config.train.epochs)
         try:
-            return tuner.fit()
+            with printed_by_ray():
+                return tuner.fit()
         finally:
             _shown_trials = None
 
