@@ -12,7 +12,7 @@ import pytest
 
 from specray.data.synth_store import synthesize
 from specray.locks import LockHeld, exclusive_lock
-from specray.workflows.retrain import compare_analyses, retrain
+from specray.workflows.retrain import RetrainSummary, compare_analyses, retrain
 from tests.conftest import ADP_FIXTURE, S1D_FIXTURE
 
 pytestmark = pytest.mark.usefixtures("ray_session")
@@ -166,3 +166,12 @@ def test_compare_analyses_reports_node_changes_and_new_anomalies():
     }
     assert comparison["labels"]["teff"]["node_before"] is None
     assert comparison["new_anomalies"] == ["c"]
+    summary = RetrainSummary("retrained", 4, "run/", "analysis/", comparison).summary()
+    assert "  rv: node 3 (1.20 nats) -> node 5 (1.50 nats)\n" in summary
+    assert "  teff: no named node -> node 2 (0.70 nats)\n" in summary
+    assert "  new anomalies: 1: c\n" in summary
+    many = dict(comparison, new_anomalies=[f"id{i}" for i in range(12)])
+    assert (
+        "new anomalies: 12: id0, id1, id2, id3, id4, ...\n"
+        in RetrainSummary("retrained", 4, "run/", "analysis/", many).summary()
+    )

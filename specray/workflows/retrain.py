@@ -58,14 +58,22 @@ class RetrainSummary:
             return f"retrain: {self.status}"
         lines = [f"retrain: ingested {self.ingested} new spectra; run {self.run}"]
         for label, change in self.comparison.get("labels", {}).items():
-            lines.append(
-                f"  {label}: node {change['node_before']} -> {change['node_now']}, "
-                f"MI {change['mi_before']} -> {change['mi_now']} nats"
-            )
+            before = _named_node(change["node_before"], change["mi_before"])
+            now = _named_node(change["node_now"], change["mi_now"])
+            lines.append(f"  {label}: {before} -> {now}")
         new = self.comparison.get("new_anomalies", [])
-        lines.append(f"  new anomalies: {', '.join(new) if new else 'none'}")
+        shown = ", ".join(new[:SHOWN_ANOMALIES]) + (", ..." if len(new) > SHOWN_ANOMALIES else "")
+        lines.append(f"  new anomalies: {len(new)}{': ' + shown if new else ''}")
         lines.append(f"  report: {storage.join(self.analysis, 'report.html')}")
         return "\n".join(lines)
+
+
+SHOWN_ANOMALIES = 5
+"""New anomalies named in the summary; all of them are in comparison.json."""
+
+
+def _named_node(node: int | None, mi: float | None) -> str:
+    return "no named node" if node is None else f"node {node} ({mi:.2f} nats)"
 
 
 def _top_anomaly_ids(analysis: dict) -> list[str]:
