@@ -35,6 +35,8 @@ from specray.errors import SpecrayError
 VERSION_KEY = "schema_version"
 UNVERSIONED = 1
 """The version of a file without ``schema_version``: written before versioning, same layout."""
+OMIT = "omit_default"
+"""Field metadata: leave the field out of the file while it holds its default."""
 
 Check = Callable[[Any], str | None]
 """A type check: what is wrong with a value (a phrase), or None."""
@@ -58,17 +60,16 @@ class Record:
     """Base of the typed records (see the module docstring).
 
     Subclasses are frozen dataclasses; their fields' annotations are the file's layout
-    (fields with defaults are optional). Class settings: ``SCHEMA_VERSION`` (the layout's
-    version), ``INDENT`` and ``NEWLINE`` (how :meth:`to_json` lays out the text),
-    ``ALLOW_NAN`` (whether NaN may be written) and ``SPARSE`` (leave out fields that hold
-    their default, for line records whose optional fields are rare).
+    (fields with defaults are optional; those declared with :func:`omitted` are left out
+    of the file while they hold their default). Class settings: ``SCHEMA_VERSION`` (the
+    layout's version), ``INDENT`` and ``NEWLINE`` (how :meth:`to_json` lays out the text)
+    and ``ALLOW_NAN`` (whether NaN may be written).
     """
 
     SCHEMA_VERSION: ClassVar[int] = 1
     INDENT: ClassVar[int | None] = None
     NEWLINE: ClassVar[bool] = False
     ALLOW_NAN: ClassVar[bool] = True
-    SPARSE: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         for name, check in _checks(type(self)).items():
@@ -83,7 +84,7 @@ class Record:
         values: dict[str, Any] = {VERSION_KEY: self.SCHEMA_VERSION}
         for item in dataclasses.fields(self):
             value = getattr(self, item.name)
-            if self.SPARSE and item.default is not dataclasses.MISSING and value == item.default:
+            if item.metadata.get(OMIT) and value == item.default:
                 continue
             values[item.name] = _plain(value)
         return values
@@ -114,12 +115,12 @@ class Record:
         """The record in a parsed file; ``source`` names the file (and line) in errors."""
         if not isinstance(values, dict):
             raise RecordError(f"{source}: damaged, holds {_describe(values)}, not an object")
-        values = dict(cls.upgrade(dict(values)))
+        values = cls.upgrade(dict(values))
         _check_version(cls, values.pop(VERSION_KEY, UNVERSIONED), source)
-        _check_keys(cls, values, source)
-        hints = _hints(cls)
-        for name, value in values.items():
-            values[name] = _nested(value, hints[name], f"{source}, {name}")
+        layout = _layout(cls)
+        _check_keys(layout, values, source)
+        for name in layout.nested.keys() & values.keys():
+            values[name] = _nested(values[name], layout.nested[name], f"{source}, {name}")
         try:
             return cls(**values)
         except FieldTypeError as problem:
@@ -134,6 +135,12 @@ class Record:
     def read(cls, uri: str) -> Self:
         """The record in the file at ``uri`` (StorageError if there is none)."""
         return cls.from_json(storage.read_bytes(uri), uri)
+
+
+def omitted(default: Any = None) -> Any:
+    """A field that is optional and left out of the file while it holds ``default`` (a
+    rare key, such as a quarantine record's ``transient``)."""
+    return dataclasses.field(default=default, metadata={OMIT: True})
 
 
 def write_lines(uri: str, records: Iterable[Record]) -> None:
@@ -175,18 +182,31 @@ def _check_version(cls: type[Record], version: Any, source: str) -> None:
         )
 
 
-def _check_keys(cls: type[Record], values: dict, source: str) -> None:
-    fields = {item.name: item for item in dataclasses.fields(cls)}
-    unknown = [name for name in values if name not in fields]
+@dataclasses.dataclass(frozen=True)
+class _Layout:
+    """What reading a record's file needs of its class, worked out once per class."""
+
+    known: frozenset[str]
+    required: tuple[str, ...]
+    nested: dict[str, Any]
+    """Field -> declared type, for the fields that can hold records."""
+
+
+@functools.cache
+def _layout(cls: type[Record]) -> _Layout:
+    hints = _hints(cls)
+    return _Layout(
+        known=frozenset(hints),
+        required=tuple(item.name for item in dataclasses.fields(cls) if _is_required(item)),
+        nested={name: hint for name, hint in hints.items() if _holds_records(hint)},
+    )
+
+
+def _check_keys(layout: _Layout, values: dict, source: str) -> None:
+    unknown = [name for name in values if name not in layout.known]
     if unknown:
         raise RecordError(f"{source}: damaged, unknown field(s) {', '.join(map(repr, unknown))}")
-    missing = [
-        name
-        for name, item in fields.items()
-        if name not in values
-        and item.default is dataclasses.MISSING
-        and item.default_factory is dataclasses.MISSING
-    ]
+    missing = [name for name in layout.required if name not in values]
     if missing:
         raise RecordError(f"{source}: damaged, lacks {', '.join(map(repr, missing))}")
 
@@ -207,12 +227,18 @@ def _nested(value: Any, hint: Any, source: str) -> Any:
     return value
 
 
+def _holds_records(hint: Any) -> bool:
+    return _record_type(hint) is not None or _list_of_records(hint) is not None
+
+
+@functools.cache
 def _record_type(hint: Any) -> type[Record] | None:
     members = typing.get_args(hint) if _is_union(hint) else (hint,)
     found = [m for m in members if isinstance(m, type) and issubclass(m, Record)]
     return found[0] if found else None
 
 
+@functools.cache
 def _list_of_records(hint: Any) -> Any:
     members = typing.get_args(hint) if _is_union(hint) else (hint,)
     for member in members:
@@ -297,8 +323,9 @@ def _union_check(members: tuple) -> Check:
     name = " or ".join(type_name(member) for member in members)
 
     def check(value: Any) -> str | None:
-        if any(c(value) is None for c in checks):
-            return None
+        for member in checks:
+            if member(value) is None:
+                return None
         return f"expected {name}, got {_describe(value)}"
 
     return check
@@ -309,7 +336,7 @@ def _list_check(args: tuple) -> Check:
 
     def check(value: Any) -> str | None:
         if not isinstance(value, list):
-            return f"expected an array, got {_describe(value)}"
+            return f"expected array, got {_describe(value)}"
         for i, item in enumerate(value):
             problem = element(item)
             if problem:
@@ -324,7 +351,7 @@ def _dict_check(args: tuple) -> Check:
 
     def check(value: Any) -> str | None:
         if not isinstance(value, dict):
-            return f"expected an object, got {_describe(value)}"
+            return f"expected object, got {_describe(value)}"
         for key, item in value.items():
             problem = keys(key) or items(item)
             if problem:
@@ -337,12 +364,12 @@ def _dict_check(args: tuple) -> Check:
 # ------------------------------------------------------------------ self-description
 
 TYPE_NAMES = {
-    bool: "true or false",
-    int: "an integer",
-    float: "a number",
-    str: "a string",
-    dict: "an object",
-    list: "an array",
+    bool: "boolean",
+    int: "integer",
+    float: "number",
+    str: "string",
+    dict: "object",
+    list: "array",
     type(None): "null",
 }
 
@@ -357,11 +384,11 @@ def type_name(hint: Any) -> str:
     if origin is Literal:
         return " or ".join(json.dumps(choice) for choice in args)
     if origin is list and args:
-        return f"an array of ({type_name(args[0])})"
+        return f"array of ({type_name(args[0])})"
     if origin is dict and args:
-        return f"an object of ({type_name(args[1])})"
+        return f"object of ({type_name(args[1])})"
     if isinstance(origin, type) and issubclass(origin, Record):
-        return f"an object ({origin.__name__})"
+        return f"object ({origin.__name__})"
     return TYPE_NAMES.get(origin, getattr(origin, "__name__", str(origin)))
 
 
@@ -382,10 +409,27 @@ def attribute_docs(cls: type) -> dict[str, str]:
 def field_table(cls: type[Record]) -> list[tuple[str, str, bool, str]]:
     """(key, type in words, required, meaning) of every field of a record, in file order."""
     docs, hints = attribute_docs(cls), _hints(cls)
-    rows = []
-    for item in dataclasses.fields(cls):
-        required = item.default is dataclasses.MISSING and (
-            item.default_factory is dataclasses.MISSING
-        )
-        rows.append((item.name, type_name(hints[item.name]), required, docs.get(item.name, "")))
-    return rows
+    return [
+        (item.name, type_name(hints[item.name]), _is_required(item), docs.get(item.name, ""))
+        for item in dataclasses.fields(cls)
+    ]
+
+
+def _is_required(item: dataclasses.Field) -> bool:
+    """A field without a default: every file must hold it."""
+    return item.default is dataclasses.MISSING and item.default_factory is dataclasses.MISSING
+
+
+def markdown_table(cls: type[Record]) -> str:
+    """A Markdown table of a record's file: every key (``schema_version`` first), its type
+    and its meaning, from the record's definition (for generated schema documents)."""
+    version = (
+        f"The layout's version, {cls.SCHEMA_VERSION} in files this specray writes; a file "
+        f"without it is version {UNVERSIONED}."
+    )
+    lines = ["| key | type | meaning |", "|---|---|---|"]
+    lines.append(f"| `{VERSION_KEY}` | {type_name(int)} | {version} |")
+    for key, kind, required, meaning in field_table(cls):
+        kind = kind if required else f"{kind} (optional)"
+        lines.append(f"| `{key}` | {kind} | {meaning.replace('|', chr(92) + '|')} |")
+    return "\n".join(lines) + "\n"

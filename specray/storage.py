@@ -232,11 +232,6 @@ def parse_json(uri: str, text: str | bytes) -> Any:
         raise StorageError(f"{uri}: damaged, not valid JSON ({exc})") from None
 
 
-def read_json(uri: str) -> Any:
-    """The value stored in a JSON file; StorageError naming the file if it is damaged."""
-    return parse_json(uri, read_text(uri))
-
-
 @contextmanager
 def _parquet_file(uri: str) -> Iterator[str]:
     """Turn Arrow's complaint about a damaged Parquet file into a StorageError naming it."""
@@ -258,18 +253,6 @@ def read_parquet_footer(uri: str) -> pq.FileMetaData:
     fs, path = arrow_filesystem(uri)
     with _parquet_file(uri):
         return pq.read_metadata(path, filesystem=fs)
-
-
-def read_jsonl(uri: str) -> list[dict]:
-    """The records of a JSON-lines file; [] when it does not exist yet."""
-    if not exists(uri):
-        return []
-    return [parse_json(uri, line) for line in read_text(uri).splitlines() if line.strip()]
-
-
-def write_jsonl(uri: str, records: list[dict]) -> None:
-    """Rewrite a JSON-lines file whole, atomically."""
-    atomic_write_text(uri, "".join(json.dumps(record) + "\n" for record in records))
 
 
 def remove(uri: str) -> None:

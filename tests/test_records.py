@@ -17,6 +17,7 @@ from specray.records import (
     RecordError,
     attribute_docs,
     field_table,
+    omitted,
     read_lines,
     type_name,
     write_lines,
@@ -49,10 +50,8 @@ class Sample(Record):
 
 @dataclass(frozen=True)
 class Line(Record):
-    SPARSE = True
-
     id: str
-    transient: bool = False
+    transient: bool = omitted(False)
 
 
 SAMPLE = Sample(3, 0.5, "ok", ["a"], {"k": [1, 2]}, [Part("x")])
@@ -67,7 +66,7 @@ def test_a_record_round_trips_through_its_file(tmp_path):
     assert json.loads(text)["parts"] == [{"schema_version": 1, "name": "x"}]
 
 
-def test_line_records_round_trip_and_leave_defaults_out_when_sparse(tmp_path):
+def test_line_records_round_trip_and_leave_omitted_defaults_out(tmp_path):
     uri = str(tmp_path / "lines.jsonl")
     lines = [Line("a"), Line("b", transient=True)]
     write_lines(uri, lines)
@@ -93,12 +92,12 @@ def test_a_newer_schema_version_is_refused_with_a_clear_message():
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"count": "3"}, r"field 'count': expected an integer, got str '3'"),
-        ({"count": True}, r"field 'count': expected an integer, got bool True"),
-        ({"ratio": None}, r"field 'ratio': expected a number, got null"),
+        ({"count": "3"}, r"field 'count': expected integer, got str '3'"),
+        ({"count": True}, r"field 'count': expected integer, got bool True"),
+        ({"ratio": None}, r"field 'ratio': expected number, got null"),
         ({"status": "fine"}, r"field 'status': expected one of \['ok', 'bad'\]"),
-        ({"tags": ["a", 2]}, r"field 'tags': \[1\]: expected a string, got int 2"),
-        ({"extra": [1]}, r"field 'extra': expected an object or null, got list"),
+        ({"tags": ["a", 2]}, r"field 'tags': \[1\]: expected string, got int 2"),
+        ({"extra": [1]}, r"field 'extra': expected object or null, got list"),
         ({"parts": [{"name": 1}]}, r", parts\[0\]: damaged, field 'name'"),
         ({"surprise": 1}, r"unknown field\(s\) 'surprise'"),
         ({"schema_version": "1"}, r"schema_version must be a whole number"),
@@ -139,7 +138,7 @@ def test_a_record_made_in_code_with_a_wrong_type_is_a_bug_not_a_user_error():
 def test_records_describe_themselves_from_their_definitions():
     assert attribute_docs(Sample) == {"count": "How many."}
     rows = field_table(Sample)
-    assert rows[0] == ("count", "an integer", True, "How many.")
-    assert rows[3][:3] == ("tags", "an array of (a string)", False)
-    assert type_name(dict | None) == "an object or null"
+    assert rows[0] == ("count", "integer", True, "How many.")
+    assert rows[3][:3] == ("tags", "array of (string)", False)
+    assert type_name(dict | None) == "object or null"
     assert type_name(Literal["ok", "bad"]) == '"ok" or "bad"'
