@@ -153,8 +153,8 @@ def main() -> None:
         start_ray()
         run_seconds, summary = timed(train, str(tmp / "store"), str(tmp / "run"), config)
         history = summary.history
-        ray_steps = history[0]["step"]
-        ray_epoch_seconds = [entry["seconds"] for entry in history]
+        ray_steps = history[0].step
+        ray_epoch_seconds = [entry.seconds for entry in history]
         ray_rate = rates(ray_steps, batch, ray_epoch_seconds)
         ray_end_to_end = ray_steps * batch * len(history) / run_seconds
         progress(

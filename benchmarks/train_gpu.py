@@ -144,8 +144,8 @@ def main() -> None:
         progress(f"harps store in {seconds:.1f} s: {report.summary()}")
         fit_seconds, summary = timed(train, str(tmp / "store"), str(tmp / "run"), config)
         history = summary.history
-        steps_per_epoch = history[0]["step"]
-        epoch_seconds = [entry["seconds"] for entry in history]
+        steps_per_epoch = history[0].step
+        epoch_seconds = [entry.seconds for entry in history]
         steady = epoch_seconds[1:] or epoch_seconds
         ray_rate = steps_per_epoch * batch * len(steady) / sum(steady)
         end_to_end = steps_per_epoch * batch * len(history) / fit_seconds

@@ -57,10 +57,12 @@ from specray import schema, storage
 from specray.analysis.mi import mutual_information
 from specray.data.ingest import Preprocessing
 from specray.data.reader import read_rows
+from specray.data.records import QuarantineEntry
 from specray.data.store import STORE_FILE, Store, StoreError
 from specray.data.store import open_store as _open_store_records
 from specray.errors import SpecrayError
 from specray.model.checkpoint import checkpoint_grid, load_trained_model
+from specray.model.records import CheckpointMeta
 from specray.spectra import fits as spectrum_files
 from specray.spectra.grid import Grid
 
@@ -187,11 +189,11 @@ class SpectrumStore:
     @property
     def ids(self) -> list[str]:
         """Ids of the committed spectra, in manifest order."""
-        return [e["id"] for e in self.records.manifest if e.get("status") == "ingested"]
+        return [e.id for e in self.records.manifest if e.ingested]
 
     @property
-    def quarantine(self) -> list[dict]:
-        """Every rejected input with its reason."""
+    def quarantine(self) -> list[QuarantineEntry]:
+        """Every rejected input with its reason (``source``, ``id``, ``reason``, ``at``)."""
         return list(self.records.quarantine)
 
     def __len__(self) -> int:
@@ -271,17 +273,15 @@ class TrainedModel:
     """
 
     network: torch.nn.Module
-    meta: dict
+    meta: CheckpointMeta
     grid: Grid
     preprocessing: Preprocessing
+    checkpoint: str
+    """The checkpoint folder the weights came from."""
 
     @property
     def latent_dim(self) -> int:
         return int(self.network.arch.latent_dim)
-
-    @property
-    def checkpoint(self) -> str:
-        return self.meta["checkpoint"]
 
     def encode(self, spectra: Any, batch_size: int = 64) -> Latents:
         """The posterior (mu, logvar) of each spectrum; see the class docstring for inputs.
@@ -357,14 +357,15 @@ def load_model(run: str | os.PathLike) -> TrainedModel:
     in eval mode on the CPU, with the grid and preprocessing of the store it was trained on
     (recorded in the checkpoint; for older checkpoints read from that store's
     ``store.json``, or the ingest defaults when the store is gone)."""
-    network, meta = load_trained_model(storage.normalize(os.fspath(run)))
-    return TrainedModel(network, meta, checkpoint_grid(meta), _training_preprocessing(meta))
+    network, meta, checkpoint = load_trained_model(storage.normalize(os.fspath(run)))
+    grid, preprocessing = checkpoint_grid(meta), _training_preprocessing(meta)
+    return TrainedModel(network, meta, grid, preprocessing, checkpoint)
 
 
-def _training_preprocessing(meta: dict) -> Preprocessing:
-    if meta.get("preprocessing") is not None:
-        return Preprocessing.from_record(meta["preprocessing"])
-    store = meta.get("store")
+def _training_preprocessing(meta: CheckpointMeta) -> Preprocessing:
+    if meta.preprocessing is not None:
+        return Preprocessing.from_record(meta.preprocessing)
+    store = meta.store
     try:
         recorded = _open_store_records(store).preprocessing if store else None
     except (StoreError, OSError):

@@ -20,6 +20,7 @@ import yaml
 
 from specray import storage
 from specray.errors import SpecrayError
+from specray.records import attribute_docs
 from specray.spectra.grid import DEFAULT_MIN_SNR, GridError, named_grid
 
 
@@ -479,23 +480,10 @@ def load_config(
 
 def field_docs() -> dict[str, str]:
     """``{"section.key": meaning}`` from the docstring under each field in this module."""
-    import ast
-    import inspect
-    import sys
-
-    tree = ast.parse(inspect.getsource(sys.modules[__name__]))
-    sections = {
-        type(getattr(Config(), f.name)).__name__: f.name for f in dataclasses.fields(Config)
-    }
     docs = {}
-    for node in tree.body:
-        if not isinstance(node, ast.ClassDef) or node.name not in sections:
-            continue
-        for field_node, after in zip(node.body, node.body[1:], strict=False):
-            is_doc = isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant)
-            if isinstance(field_node, ast.AnnAssign) and is_doc:
-                name = field_node.target.id
-                docs[f"{sections[node.name]}.{name}"] = " ".join(after.value.value.split())
+    for section in dataclasses.fields(Config):
+        meanings = attribute_docs(type(getattr(Config(), section.name)))
+        docs.update({f"{section.name}.{key}": text for key, text in meanings.items()})
     return docs
 
 

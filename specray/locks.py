@@ -11,15 +11,14 @@
   taken over by a conditional overwrite of exactly that version, so two takers cannot both
   win. A holder that finds its lock taken stops claiming it (:meth:`Lock.check` raises).
 
-The lock body is JSON (host, pid, purpose, since, heartbeat), so a refusal can say who
-holds the lock and since when.
+The lock body is a :class:`LockRecord` (host, pid, purpose, since, heartbeat), so a refusal
+can say who holds the lock and since when.
 """
 
 from __future__ import annotations
 
 import errno
 import fcntl
-import json
 import logging
 import os
 import socket
@@ -28,9 +27,11 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 from specray import storage
 from specray.errors import SpecrayError
+from specray.records import Record
 
 log = logging.getLogger(__name__)
 
@@ -42,25 +43,53 @@ class LockHeld(SpecrayError, RuntimeError):
     """Another process holds the lock: the message says who and since when."""
 
 
+@dataclass(frozen=True)
+class LockRecord(Record):
+    """The body of a lock file: who holds the lock, for what, and since when."""
+
+    token: str
+    """The holder's random token: a holder releases only a lock that still carries it."""
+    purpose: str
+    """What the holder is doing ("an ingest", "a retrain"), for the refusal message."""
+    host: str
+    """The holder's host name."""
+    pid: int
+    """The holder's process id."""
+    since: float
+    """When the holder took the lock (Unix time, seconds)."""
+    heartbeat: float
+    """When the holder last rewrote the lock (Unix time); S3 locks older than
+    ``stale_after_s`` belong to a dead holder."""
+
+    @classmethod
+    def parse(cls, body: bytes, uri: str) -> LockRecord | None:
+        """The holder in a lock body; None when it is empty, being written, or unreadable
+        (the lock is held all the same, by someone this cannot name)."""
+        try:
+            return cls.from_json(body, uri) if body.strip() else None
+        except (storage.StorageError, ValueError):
+            return None
+
+
 def _body(purpose: str, token: str, since: float) -> bytes:
-    record = {
-        "token": token,
-        "purpose": purpose,
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
-        "since": since,
-        "heartbeat": time.time(),
-    }
-    return json.dumps(record).encode()
+    record = LockRecord(
+        token=token,
+        purpose=purpose,
+        host=socket.gethostname(),
+        pid=os.getpid(),
+        since=since,
+        heartbeat=time.time(),
+    )
+    return record.to_json().encode()
 
 
-def _describe(uri: str, holder: dict) -> str:
-    if not holder:
+def _describe(uri: str, holder: LockRecord | None) -> str:
+    if holder is None:
         return f"{uri} is held by another process"
-    minutes = (time.time() - holder.get("since", time.time())) / 60
+    minutes = (time.time() - holder.since) / 60
     return (
-        f"{uri} is held by {holder.get('purpose', 'another run')} "
-        f"(pid {holder.get('pid')} on {holder.get('host')}, for {minutes:.0f} min)"
+        f"{uri} is held by {holder.purpose} "
+        f"(pid {holder.pid} on {holder.host}, for {minutes:.0f} min)"
     )
 
 
@@ -99,11 +128,11 @@ class _LocalLock(Lock):
         self._fd = fd
         return True
 
-    def holder(self) -> dict:
+    def holder(self) -> LockRecord | None:
         try:
-            return json.loads(storage.read_text(self.uri) or "{}")
-        except (ValueError, storage.StorageError):
-            return {}
+            return LockRecord.parse(storage.read_bytes(self.uri), self.uri)
+        except storage.StorageError:
+            return None
 
     def release(self) -> None:
         path = storage.filesystem(self.uri)[1]
@@ -135,11 +164,11 @@ class _S3Lock(Lock):
         self._etag = reply.get("ETag", "") if isinstance(reply, dict) else ""
         return True
 
-    def holder(self) -> dict:
+    def holder(self) -> LockRecord | None:
         try:
-            return json.loads(self.fs.cat_file(self.path) or b"{}")
-        except (FileNotFoundError, ValueError):
-            return {}
+            return LockRecord.parse(self.fs.cat_file(self.path), self.uri)
+        except FileNotFoundError:
+            return None
 
     def try_acquire(self, stale_after_s: float) -> bool:
         if self._put(mode="create"):
@@ -150,7 +179,7 @@ class _S3Lock(Lock):
         except FileNotFoundError:
             return False  # released just now: the next poll will take it
         holder = self.holder()
-        if time.time() - holder.get("heartbeat", time.time()) < stale_after_s:
+        if holder is None or time.time() - holder.heartbeat < stale_after_s:
             return False
         if not self._put(IfMatch=info["ETag"]):
             return False  # someone else took it over first
@@ -171,7 +200,8 @@ class _S3Lock(Lock):
 
     def release(self) -> None:
         self._stop.set()
-        if not self.lost and self.holder().get("token") == self.token:
+        holder = self.holder()
+        if not self.lost and holder is not None and holder.token == self.token:
             self.fs.rm(self.path)
 
 

@@ -224,16 +224,12 @@ def atomic_write_text(uri: str, text: str) -> None:
     atomic_write_bytes(uri, text.encode("utf-8"))
 
 
-def _parse_json(uri: str, text: str) -> Any:
+def parse_json(uri: str, text: str | bytes) -> Any:
+    """The value in a JSON text read from ``uri``; StorageError naming it if it is damaged."""
     try:
         return json.loads(text)
-    except json.JSONDecodeError as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise StorageError(f"{uri}: damaged, not valid JSON ({exc})") from None
-
-
-def read_json(uri: str) -> Any:
-    """The value stored in a JSON file; StorageError naming the file if it is damaged."""
-    return _parse_json(uri, read_text(uri))
 
 
 @contextmanager
@@ -257,18 +253,6 @@ def read_parquet_footer(uri: str) -> pq.FileMetaData:
     fs, path = arrow_filesystem(uri)
     with _parquet_file(uri):
         return pq.read_metadata(path, filesystem=fs)
-
-
-def read_jsonl(uri: str) -> list[dict]:
-    """The records of a JSON-lines file; [] when it does not exist yet."""
-    if not exists(uri):
-        return []
-    return [_parse_json(uri, line) for line in read_text(uri).splitlines() if line.strip()]
-
-
-def write_jsonl(uri: str, records: list[dict]) -> None:
-    """Rewrite a JSON-lines file whole, atomically."""
-    atomic_write_text(uri, "".join(json.dumps(record) + "\n" for record in records))
 
 
 def remove(uri: str) -> None:

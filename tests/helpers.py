@@ -6,6 +6,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from specray import schema, storage
+from specray.analysis.records import AnalysisRecord
 from specray.data.shards import add_native_spectra
 from specray.data.store import open_or_create_store, open_store
 from specray.schema import FORMAT_VERSION
@@ -86,3 +87,18 @@ def plain_rows(uri: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
             assert spectrum_id not in rows, f"{spectrum_id} is stored twice"
             rows[spectrum_id] = (flux[k], mask[k])
     return rows
+
+
+def analysis_record(**changes) -> AnalysisRecord:
+    """A small valid analysis.json record (no labels, nothing live); ``changes`` override."""
+    values = dict(
+        created="2026-01-01T00:00:00+00:00", source={}, n_spectra=0, n_objects=0,
+        n_selected=0, latent_dim=2, labels=[], selection={}, informative_nodes=[],
+        live_nodes={}, dispersion=[], screen=None, mi=[], label_nodes={},
+        label_nodes_marginal={}, label_kinds={}, attribution=None, node_independence=None,
+        histogram_mi=None, anomalies=None, baseline=None, node_wavelengths=None,
+        permutations={}, config={}, training=None, reconstruction_examples=None,
+        provenance={}, figures=[], report="report.html", warnings=[],
+        verdict={"status": "fit", "checks": []},
+    )  # fmt: skip
+    return AnalysisRecord(**{**values, **changes})

@@ -21,7 +21,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("specray.errors",),
     (
         "specray.storage", "specray.runtime", "specray.progress", "specray.locks",
-        "specray.placeholders", "specray.spectra",
+        "specray.placeholders", "specray.spectra", "specray.records",
     ),
     ("specray.model",),
     ("specray.schema", "specray.config"),

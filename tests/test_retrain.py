@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import pytest
 
@@ -14,6 +15,7 @@ from specray.data.synth_store import synthesize
 from specray.locks import LockHeld, exclusive_lock
 from specray.workflows.retrain import RetrainSummary, compare_analyses, retrain
 from tests.conftest import ADP_FIXTURE, S1D_FIXTURE
+from tests.helpers import analysis_record
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
@@ -51,7 +53,7 @@ def test_new_data_is_ingested_fine_tuned_and_compared_nothing_new_exits(tmp_path
     assert any("Compared with the previous analysis" in p.read_text() for p in report)
     from specray.train.trainer import read_history
 
-    assert [entry["epoch"] for entry in read_history(run)] == [1, 2]
+    assert [entry.epoch for entry in read_history(run)] == [1, 2]
 
 
 def test_a_second_retrain_exits_while_the_first_holds_the_lock(tmp_path):
@@ -149,28 +151,29 @@ def test_two_scheduled_retrains_at_once_one_runs_the_other_exits(tmp_path, ray_s
 
 
 def test_compare_analyses_reports_node_changes_and_new_anomalies():
-    before = {
-        "label_nodes": {"rv": {"node": 3, "mi": 1.2}, "teff": None},
-        "anomalies": {"top": [{"id": "a"}, {"id": "b"}]},
-    }
-    now = {
-        "label_nodes": {"rv": {"node": 5, "mi": 1.5}, "teff": {"node": 2, "mi": 0.7}},
-        "anomalies": {"top": [{"id": "b"}, {"id": "c"}]},
-    }
+    before = analysis_record(
+        label_nodes={"rv": {"node": 3, "mi": 1.2}, "teff": None},
+        anomalies={"top": [{"id": "a"}, {"id": "b"}]},
+    )
+    now = analysis_record(
+        label_nodes={"rv": {"node": 5, "mi": 1.5}, "teff": {"node": 2, "mi": 0.7}},
+        anomalies={"top": [{"id": "b"}, {"id": "c"}]},
+    )
     comparison = compare_analyses(before, now)
-    assert comparison["labels"]["rv"] == {
+    assert comparison.labels["rv"] == {
         "node_before": 3,
         "node_now": 5,
         "mi_before": 1.2,
         "mi_now": 1.5,
     }
-    assert comparison["labels"]["teff"]["node_before"] is None
-    assert comparison["new_anomalies"] == ["c"]
+    assert comparison.labels["teff"]["node_before"] is None
+    assert comparison.new_anomalies == ["c"]
+    assert compare_analyses(None, now).new_anomalies == ["b", "c"]
     summary = RetrainSummary("retrained", 4, "run/", "analysis/", comparison).summary()
     assert "  rv: node 3 (1.20 nats) -> node 5 (1.50 nats)\n" in summary
     assert "  teff: no named node -> node 2 (0.70 nats)\n" in summary
     assert "  new anomalies: 1: c\n" in summary
-    many = dict(comparison, new_anomalies=[f"id{i}" for i in range(12)])
+    many = replace(comparison, new_anomalies=[f"id{i}" for i in range(12)])
     assert (
         "new anomalies: 12: id0, id1, id2, id3, id4, ...\n"
         in RetrainSummary("retrained", 4, "run/", "analysis/", many).summary()

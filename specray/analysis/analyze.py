@@ -47,74 +47,8 @@ Outputs in ``out`` (a folder or ``s3://`` prefix; each file written atomically):
 ``latents.parquet`` (when encoding), ``analysis.json``, ``figures/*.png`` and
 ``report.html`` (one self-contained page, :mod:`specray.analysis.report`).
 
-``analysis.json`` (MI in nats; NaN and infinities are written as null)::
-
-    schema             "specray.analysis/1"
-    created            UTC time, ISO 8601
-    source             {latents, data, model, checkpoint, epoch, step, grid}
-    n_spectra          rows (spectra) in the latent table
-    n_objects          distinct objects in the latent table
-    n_selected         spectra entering the analysis (one per object unless disabled)
-    latent_dim         D
-    labels             the labels analysed (requested ones that have values)
-    selection          {one_per_object, sigma_clip, clip_method, placeholders,
-                        complete_cases, per_label: {label: {n_placeholder, n_finite,
-                        n_clipped, n}}}
-    informative_nodes  [node, ...] ascending: the live nodes analysed
-    live_nodes         {information: {measure, threshold, unit, nodes, analysed},
-                        mad: {...}}: both criteria; ``analysed`` marks the one used
-                        (information is absent without logvar)
-    dispersion         [{node, mad, information, kl (both null without logvar),
-                        informative, live_information, live_mad}] for every node
-    screen             {estimator, permutations, pairs: [{node, label, mi, p_value,
-                        p_adjusted, significant}]} or null
-    mi                 [{node, label, estimator, n, mi, ci [low, high], p_value,
-                        at_floor, p_adjusted, significant, permutations, resolvable}]
-                        for every informative node x label pair; at_floor: no
-                        permutation reached the observed MI (p = 1/(B+1), shown "< p")
-    label_nodes        {label: {node, mi, ci, p_adjusted, cmi, cmi_ci, cmi_p_adjusted,
-                        share} or null}: the attribution's named nodes
-    label_nodes_marginal {label: {node, mi, ci, p_adjusted} or null}: highest significant MI
-    label_kinds        {label: {kind, detected, distinct_values}}
-    attribution        {estimator, settings, condition, permutations, labels: {label:
-                        {joint, nodes: [{node, mi, mi_ci, ..., cmi, cmi_ci, cmi_p_adjusted,
-                        share}], verdict: {status, reason, ...}}}, nodes: {node:
-                        {best_label, mi, fraction_explained, status, mixed_with,
-                        related_labels, rivals}}, label_nodes} or null
-    node_independence  {nodes, estimator, mi: matrix (null diagonal)} or null
-    histogram_mi       {binnings, nodes: "all", mi: {label: [[per node] per binning]},
-                        corrected: {label: same, null where bins > max_bins},
-                        correction, max_bins: {label: bins}}
-    anomalies          {method, nodes, n_scored, median_score,
-                        top: [{rank, id, object, score, <labels>}]} or null
-    baseline           PCA of the same selected spectra at k = number of informative
-                       nodes, or null (no store or no informative node):
-                       {method, store, n_spectra, n_components, nodes,
-                        explained_variance_ratio,
-                        labels: {label: {n, latents|pca|both: {r2, interval, folds},
-                                         best_node: {node, mi}, best_pc: {pc, mi}}},
-                        reconstruction: {model|pca: {median_l1, median_l1_over_noise,
-                                         quartiles_l1_over_noise, n} (model null
-                                         without --model)}}
-    permutations       {requested ("auto" or B), floor (1/(B+1)), used, needed,
-                        resolvable, fdr, alpha, n_tests}: the KSG (``estimator``) stage
-    config             the AnalysisConfig used
-    training           the checkpoint's per-epoch history with the KL weight
-                       (:func:`specray.analysis.diagnosis.training_record`) or null
-    reconstruction_examples {ids, snr, robust_residual_sigma} for the spectra of the
-                       reconstruction figure, or null (needs the store and the model)
-    provenance         {versions, python, platform, training_config, data_fingerprint,
-                        trained_on, store: {uri, format_version, n_spectra,
-                        n_quarantined, preprocessing}}
-    node_wavelengths   {method, nodes: {node: {mean, peak_wavelengths, share_near_lines:
-                        {line: fraction}}}} or null: what each live node reads
-                        (:mod:`specray.analysis.wavelengths`; needs the model)
-    verdict            {status: fit | caution | not fit, checks: [{check, status
-                        (ok, caution, problem, unknown), message}]}: is the model fit to
-                        interpret (:mod:`specray.analysis.diagnosis`)
-    figures            [{name, file, caption}]
-    report             file name of the HTML report
-    warnings           [text, ...]: caveats a reader must see
+``analysis.json`` is an :class:`~specray.analysis.records.AnalysisRecord`; its keys, types
+and meanings are documented in ``docs/analysis-json.md``, generated from that record.
 """
 
 from __future__ import annotations
@@ -147,6 +81,7 @@ from specray.analysis.mi import (
     indicator_map,
     max_histogram_bins,
 )
+from specray.analysis.records import ANALYSIS_FILE, AnalysisRecord
 from specray.analysis.selection import (
     best_per_object,
     missing_as_nan,
@@ -171,10 +106,8 @@ from specray.spectra.grid import Grid
 
 log = logging.getLogger(__name__)
 
-ANALYSIS_FILE = "analysis.json"
 REPORT_FILE = "report.html"
 FIGURES_DIR = "figures"
-SCHEMA_NAME = "specray.analysis/1"
 INDEPENDENCE_METHOD = "ksg"
 MIN_LABELLED = 2 * MIN_SAMPLES
 """Fewest labelled spectra for a label to be analysed (half-samples need MIN_SAMPLES)."""
@@ -581,7 +514,7 @@ def _traversals(table, sel, informative, mad, model_uri, cfg, notes) -> tuple[by
     if not informative:
         notes.append("no informative node: no latent traversals")
         return None
-    model, meta = load_trained_model(model_uri)
+    model, meta, _ = load_trained_model(model_uri)
     grid = checkpoint_grid(meta)
     if model.arch.latent_dim != table.latent_dim:
         raise InputError(
@@ -752,8 +685,7 @@ def analyze(
         None if snr is None else snr[sel.rows], table.info, notes,
     )  # fmt: skip
     figures.update(diagnosis_figures)
-    result = {
-        "schema": SCHEMA_NAME,
+    values = {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "source": {
             "latents": latents,
@@ -813,18 +745,19 @@ def analyze(
         "report": REPORT_FILE,
         "warnings": notes,
     }
-    result = _clean(result)
-    result["verdict"] = verdict(result)
-    return _write(out, latents, result, figures)
+    values = _clean(values)
+    record = AnalysisRecord(**values, verdict=verdict(values))
+    return _write(out, latents, record, figures)
 
 
-def _write(out: str, latents: str, result: dict, figures: dict) -> AnalysisSummary:
+def _write(out: str, latents: str, record: AnalysisRecord, figures: dict) -> AnalysisSummary:
     from specray.analysis.report import render_report
 
     for name, (png, _) in figures.items():
         storage.atomic_write_bytes(storage.join(out, FIGURES_DIR, f"{name}.png"), png)
     analysis_uri = storage.join(out, ANALYSIS_FILE)
-    storage.atomic_write_text(analysis_uri, json.dumps(result, indent=1, allow_nan=False))
+    record.write(analysis_uri)
+    result = record.to_dict()
     report_uri = storage.join(out, REPORT_FILE)
     storage.atomic_write_text(report_uri, render_report(result, figures))
     log.info("wrote %s and %s", analysis_uri, report_uri)

@@ -73,7 +73,7 @@ class _Scorer:
         if checkpoint is not None:
             from specray.model.checkpoint import load_trained_model
 
-            self.model, _ = load_trained_model(checkpoint)
+            self.model = load_trained_model(checkpoint).model
             self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
             self.model.to(self.device).eval()
 
@@ -132,9 +132,8 @@ def pca_baseline_pass(
     if model_uri is not None:
         from specray.model.checkpoint import checkpoint_grid, load_trained_model
 
-        _, meta = load_trained_model(model_uri)
+        _, meta, checkpoint = load_trained_model(model_uri)
         check_grid(checkpoint_grid(meta), store.grid, model_uri, store_uri)
-        checkpoint = meta["checkpoint"]
     ensure_ray()
     wanted = pa.array([str(i) for i in ids], pa.string())
     selected = read_store(store, READ_COLUMNS).map_batches(

@@ -37,6 +37,7 @@ from importlib import metadata
 import numpy as np
 
 from specray.model import kl_weight
+from specray.model.records import CheckpointMeta
 
 MIN_STEPS_AT_BETA = 0.2
 RECON_CAUTION = 3.0
@@ -51,23 +52,23 @@ VERDICT_TEXT = {"ok": "fit", "caution": "caution", "problem": "not fit"}
 # ------------------------------------------------------------------ training
 
 
-def training_record(meta: dict) -> dict | None:
-    """The per-epoch curves of a checkpoint's ``meta`` (:mod:`specray.model.checkpoint`)
+def training_record(meta: CheckpointMeta) -> dict | None:
+    """The per-epoch curves of a checkpoint's ``meta`` (:mod:`specray.model.records`)
     with the KL weight at each epoch's last step; None when it holds no history."""
-    history = meta.get("history") or []
+    history = meta.history
     if not history:
         return None
-    loss = (meta.get("config") or {}).get("loss", {})
+    loss = meta.config.get("loss", {})
     start, end = int(loss.get("warmup_start", 0)), int(loss.get("warmup_end", 0))
     beta = float(loss.get("beta", 0.0))
-    steps = [int(entry["step"]) for entry in history]
+    steps = [entry.step for entry in history]
     curves = {
-        key: [entry.get(key) for entry in history]
+        key: [getattr(entry, key) for entry in history]
         for key in ("train_loss", "val_loss", "recon", "val_recon", "kl", "val_kl", "active_nodes")
     }
     last = steps[-1]
     return {
-        "epochs": [int(entry["epoch"]) for entry in history],
+        "epochs": [entry.epoch for entry in history],
         "steps": steps,
         **curves,
         "kl_weight": [kl_weight(step, start, end, beta) for step in steps],
@@ -228,13 +229,13 @@ def library_versions() -> dict[str, str | None]:
     return versions
 
 
-def provenance(meta: dict | None, table_info: dict, store: object | None) -> dict:
+def provenance(meta: CheckpointMeta | None, table_info: dict, store: object | None) -> dict:
     """Where the numbers come from: software, the training configuration, the data."""
     return {
         "versions": library_versions(),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
-        "training_config": (meta or {}).get("config"),
+        "training_config": meta.config if meta else None,
         "data_fingerprint": table_info.get("data_fingerprint"),
         "trained_on": table_info.get("trained_on"),
         "store": None if store is None else {
@@ -306,11 +307,11 @@ def diagnose(
     from specray.analysis import figures as fig
     from specray.data.store import StoreError, open_store
 
-    model, meta, store = None, None, None
+    model, meta, checkpoint, store = None, None, None, None
     if decoder:
         from specray.model.checkpoint import load_trained_model
 
-        model, meta = load_trained_model(decoder)
+        model, meta, checkpoint = load_trained_model(decoder)
     if store_uri:
         try:
             store = open_store(store_uri)
@@ -324,7 +325,7 @@ def diagnose(
             "Training: loss, reconstruction and KL per epoch (solid: training, dashed: "
             "validation) and the KL weight against its target beta (dashed).",
         )
-    examples = _examples(model, meta, store, ids, snr, notes)
+    examples = _examples(model, meta, checkpoint, store, ids, snr, notes)
     if examples:
         figures["reconstruction"] = (
             fig.reconstruction_figure(store.grid.wavelength, examples),
@@ -342,7 +343,7 @@ def diagnose(
     return record, figures
 
 
-def _examples(model, meta, store, ids, snr, notes) -> dict | None:
+def _examples(model, meta, checkpoint, store, ids, snr, notes) -> dict | None:
     """Reconstructions of a few selected spectra, or None (with a note saying why)."""
     if model is None or store is None:
         return None
@@ -352,7 +353,7 @@ def _examples(model, meta, store, ids, snr, notes) -> dict | None:
     from specray.analysis.encode import check_grid
     from specray.model.checkpoint import checkpoint_grid
 
-    check_grid(checkpoint_grid(meta), store.grid, meta["checkpoint"], store.uri)
+    check_grid(checkpoint_grid(meta), store.grid, checkpoint, store.uri)
     rows = example_rows(np.asarray(snr, np.float64), N_EXAMPLES)
     if not rows:
         notes.append("no reconstruction examples: no selected spectrum has a finite snr")

@@ -77,7 +77,7 @@ class _Encoder:
     """Ray Data actor: loads the checkpoint once, then maps flux batches to (mu, logvar)."""
 
     def __init__(self, checkpoint: str, use_gpu: bool) -> None:
-        self.model, _ = load_trained_model(checkpoint)
+        self.model = load_trained_model(checkpoint).model
         self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
         self.model.to(self.device)
 
@@ -122,7 +122,7 @@ def encode_store(
     if batch_size < 1:
         raise InputError(f"batch_size must be >= 1, got {batch_size}")
     store = open_store(store_uri)
-    model, meta = load_trained_model(run_uri)
+    model, meta, checkpoint = load_trained_model(run_uri)
     check_grid(checkpoint_grid(meta), store.grid, run_uri, store_uri)
     latent_dim = int(model.arch.latent_dim)
     del model  # the actors load their own copies
@@ -133,11 +133,11 @@ def encode_store(
     n_actors = actor_count(actors, use_gpu)
     log.info(
         "encoding %s with %s: %d actor(s)%s, batch %d",
-        store_uri, meta["checkpoint"], n_actors, " on GPU" if use_gpu else "", batch_size,
+        store_uri, checkpoint, n_actors, " on GPU" if use_gpu else "", batch_size,
     )  # fmt: skip
     dataset = read_store(store, ["id", "object", "flux", *carried]).map_batches(
         _Encoder,
-        fn_constructor_kwargs={"checkpoint": meta["checkpoint"], "use_gpu": use_gpu},
+        fn_constructor_kwargs={"checkpoint": checkpoint, "use_gpu": use_gpu},
         batch_size=batch_size,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=n_actors),
@@ -157,13 +157,13 @@ def encode_store(
     columns = {name: values[order] for name, values in columns.items()}
 
     provenance = {
-        "checkpoint": meta["checkpoint"],
+        "checkpoint": checkpoint,
         "run": run_uri,
         "store": store_uri,
-        "epoch": meta.get("epoch"),
-        "step": meta.get("step"),
+        "epoch": meta.epoch,
+        "step": meta.step,
         "data_fingerprint": data_fingerprint(store),
-        "trained_on": meta.get("data_fingerprint"),
+        "trained_on": meta.data_fingerprint,
     }
     table_schema = schema.latent_schema(latent_dim, carried, store.grid, provenance)
     table = schema.latent_table(columns, table_schema)

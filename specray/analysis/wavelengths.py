@@ -57,7 +57,7 @@ class _Sensitivity:
     def __init__(self, checkpoint: str, nodes: list[int], scale: np.ndarray, use_gpu: bool):
         from specray.model.checkpoint import load_trained_model
 
-        self.model, _ = load_trained_model(checkpoint)
+        self.model = load_trained_model(checkpoint).model
         device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
         self.model.to(device).eval()
         self.nodes, self.scale = nodes, scale

@@ -12,7 +12,7 @@ import logging
 import posixpath
 import re
 from collections import Counter
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 
 import numpy as np
 import pyarrow as pa
@@ -21,6 +21,7 @@ import ray
 from specray import schema, storage
 from specray.config import IngestConfig
 from specray.data.labels import load_labels
+from specray.data.records import ManifestEntry, QuarantineEntry
 from specray.data.shards import (
     DEFAULT_SHARD_BYTES,
     Compaction,
@@ -151,14 +152,14 @@ def option_for(reason: str) -> str | None:
     return None
 
 
-def reason_class(record: dict) -> str:
+def reason_class(record: QuarantineEntry) -> str:
     """A quarantine record's reason without file names and numbers, to count reasons."""
-    reason = str(record.get("reason", ""))
+    reason = record.reason
     for pattern, label, _ in REASON_CLASSES:
         match = re.search(pattern, reason)
         if match:
             return label.format(*match.groups())
-    source = str(record.get("source", ""))
+    source = record.source
     for name in (source, posixpath.basename(source)):
         if name:
             reason = reason.replace(f"{name}: ", "").replace(name, "")
@@ -311,23 +312,23 @@ class IngestPlan:
     retried: int = 0
     skipped: int = 0
     still_quarantined: int = 0
-    rejected: list[dict] = field(default_factory=list)
+    rejected: list[QuarantineEntry] = field(default_factory=list)
 
     @property
     def to_read(self) -> list[storage.FileEntry]:
         return self.new + self.replaced
 
 
-def _unchanged(previous: dict | None, entry: storage.FileEntry) -> bool:
+def _unchanged(previous: ManifestEntry | None, entry: storage.FileEntry) -> bool:
     """The input has the size and version (mtime or ETag) its manifest entry recorded."""
     if previous is None:
         return False
-    return (previous.get("size"), str(previous.get("version"))) == (entry.size, entry.version)
+    return (previous.size, str(previous.version)) == (entry.size, entry.version)
 
 
-def _retry_quarantined(previous: dict, entry: storage.FileEntry) -> bool:
+def _retry_quarantined(previous: ManifestEntry, entry: storage.FileEntry) -> bool:
     """A quarantined input is read again when it changed or its failure was transient (I/O)."""
-    return not _unchanged(previous, entry) or bool(previous.get("transient"))
+    return not _unchanged(previous, entry) or previous.transient
 
 
 def plan_ingest(entries: list[storage.FileEntry], store: Store) -> IngestPlan:
@@ -338,50 +339,60 @@ def plan_ingest(entries: list[storage.FileEntry], store: Store) -> IngestPlan:
     unchanged file quarantined for its content stays quarantined and is counted as such.
     """
     latest = store.known_sources()
-    ingested = {e["source"]: e for e in store.manifest if e.get("status") == "ingested"}
-    taken_ids = {e["id"]: e["source"] for e in ingested.values()}
+    ingested = {e.source: e for e in store.manifest if e.ingested}
+    taken_ids = {e.id: e.source for e in ingested.values()}
     plan = IngestPlan()
     for entry in entries:
         previous = latest.get(entry.uri)
         identifier = spectrum_id(posixpath.basename(entry.uri))
         unchanged = _unchanged(previous, entry)
         owner = taken_ids.get(identifier)
-        if unchanged and previous.get("status") == "ingested":
+        if unchanged and previous.ingested:
             plan.skipped += 1
         elif (
             previous
-            and previous.get("status") == "quarantined"
+            and previous.status == "quarantined"
             and not _retry_quarantined(previous, entry)
         ):
             plan.still_quarantined += 1
         elif owner is not None and owner != entry.uri:
             reason = f"{entry.uri}: id {identifier} is already in the store from {owner}"
-            plan.rejected.append({"source": entry.uri, "id": identifier, "reason": reason})
+            plan.rejected.append(QuarantineEntry(source=entry.uri, id=identifier, reason=reason))
         else:
-            plan.retried += previous is not None and previous.get("status") == "quarantined"
+            plan.retried += previous is not None and previous.status == "quarantined"
             (plan.replaced if entry.uri in ingested else plan.new).append(entry)
             taken_ids[identifier] = entry.uri
     return plan
 
 
+def quarantined_entry(record: QuarantineEntry, entry: storage.FileEntry | None) -> ManifestEntry:
+    """The manifest entry of a rejected input (``entry``: its listing, for size and version)."""
+    return ManifestEntry(
+        source=record.source,
+        size=entry.size if entry else None,
+        version=entry.version if entry else None,
+        id=record.id,
+        status="quarantined",
+        at=record.at,
+        reason=record.reason,
+        transient=record.transient,
+    )
+
+
 def commit_run(
     store: Store,
     sink: ShardSink | None,
-    rejected: list[dict],
+    rejected: list[QuarantineEntry],
     entries,
     compaction: Compaction | None = None,
 ) -> None:
     """Record what a run wrote, replaced and rejected, in one atomic manifest commit."""
     versions = {entry.uri: entry for entry in entries}
     quarantine = list(rejected) + (sink.result.quarantine if sink else [])
-    quarantined_manifest = []
-    for record in quarantine:
-        entry = versions.get(record["source"])
-        size, version = (entry.size, entry.version) if entry else (None, None)
-        quarantined_manifest.append(
-            {**record, "size": size, "version": version, "status": "quarantined"}
-        )
-    stamped = [{**record, "at": record.get("at") or now()} for record in quarantine]
+    quarantined_manifest = [
+        quarantined_entry(record, versions.get(record.source)) for record in quarantine
+    ]
+    stamped = [replace(record, at=record.at or now()) for record in quarantine]
     if compaction is not None:
         compaction.apply(store.manifest)
     store.commit((sink.result.manifest if sink else []) + quarantined_manifest, stamped)
@@ -460,7 +471,7 @@ def ingest(
                     plan.to_read, grid, fmt, preprocessing, label_table, store.schema, shown.tally
                 )
                 sink = write_staged(staged, store, shard_bytes)
-            replaced = {e.uri for e in plan.replaced} & {r["source"] for r in sink.result.manifest}
+            replaced = {e.uri for e in plan.replaced} & {r.source for r in sink.result.manifest}
             compaction = compact_shards(store, replaced, sink.run_id)
         commit_run(store, sink, plan.rejected, entries, compaction)
     quarantine = list(plan.rejected) + (sink.result.quarantine if sink else [])

@@ -40,6 +40,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from specray import schema, storage
+from specray.data.records import ManifestEntry
 from specray.errors import SpecrayError
 from specray.placeholders import placeholders
 from specray.spectra.fits import spectrum_id
@@ -78,16 +79,16 @@ class LabelTable:
         known = set(schema.META_COLUMNS) | set(schema.LABEL_COLUMNS)
         return tuple(column for column in self.columns if column not in known)
 
-    def count_matches(self, records: Iterable[dict]) -> tuple[int, int]:
-        """(spectra that found a label row, spectra) among ``records`` (with id, object)."""
-        keys = [self._key_of(r.get("id", ""), r.get("object", "")) for r in records]
+    def count_matches(self, records: Iterable[ManifestEntry]) -> tuple[int, int]:
+        """(spectra that found a label row, spectra) among manifest ``records``."""
+        keys = [self._key_of(r.id, r.object or "") for r in records]
         return sum(key in self.values for key in keys), len(keys)
 
-    def report_matches(self, records: list[dict]) -> int:
+    def report_matches(self, records: list[ManifestEntry]) -> int:
         """Log how many ingested spectra found a label row (WARNING when none did)."""
         matched, total = self.count_matches(records)
         if total and not matched:
-            seen = [self._key_of(r.get("id", ""), r.get("object", "")) for r in records]
+            seen = [self._key_of(r.id, r.object or "") for r in records]
             log.warning(
                 "labels %s: 0 of %s spectra found a label row (joined by %s); keys look like "
                 "%s vs %ss like %s",

@@ -17,7 +17,7 @@ format is left alone, so a second run does nothing.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -92,15 +92,18 @@ def _pending(store: Store, version: int) -> dict[str, str]:
     """Committed shards not yet in ``version`` -> their new names, in manifest order."""
     if store.format_version == version:
         return {}
-    names = dict.fromkeys(e["shard"] for e in store.manifest if e.get("status") == "ingested")
+    names = dict.fromkeys(e.shard for e in store.manifest if e.ingested)
     suffix = migrated_name("", version)
     return {name: migrated_name(name, version) for name in names if not name.endswith(suffix)}
 
 
 def _point_manifest_at(store: Store, renamed: dict[str, str]) -> None:
-    for entry in store.manifest:
-        if entry.get("status") == "ingested" and entry.get("shard") in renamed:
-            entry["shard"] = renamed[entry["shard"]]
+    store.manifest = [
+        replace(entry, shard=renamed[entry.shard])
+        if entry.ingested and entry.shard in renamed
+        else entry
+        for entry in store.manifest
+    ]
     store.commit([], [])
 
 

@@ -174,9 +174,9 @@ def read_rows(store: Store, columns: list[str], ids: list[str] | None = None) ->
     if ids is not None:
         asked = set(ids)
         shard_of = {
-            entry["id"]: entry["shard"]
+            entry.id: entry.shard
             for entry in store.manifest
-            if entry.get("status") == "ingested" and entry["id"] in asked
+            if entry.ingested and entry.id in asked
         }
         missing = [name for name in ids if name not in shard_of]
         if missing:

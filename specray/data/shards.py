@@ -14,7 +14,7 @@ import io
 import logging
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pyarrow as pa
@@ -24,6 +24,7 @@ from ray.data.block import BlockAccessor
 from ray.data.datasource import Datasink
 
 from specray import schema, storage
+from specray.data.records import ManifestEntry, QuarantineEntry
 from specray.data.store import SHARDS_DIR, Store, now
 
 log = logging.getLogger(__name__)
@@ -49,34 +50,34 @@ def staged_schema(store_schema: pa.Schema) -> pa.Schema:
 class SinkResult:
     """What the write tasks produced, gathered on the driver."""
 
-    manifest: list[dict] = field(default_factory=list)
-    quarantine: list[dict] = field(default_factory=list)
+    manifest: list[ManifestEntry] = field(default_factory=list)
+    quarantine: list[QuarantineEntry] = field(default_factory=list)
     shards: list[str] = field(default_factory=list)
 
 
-def _records(table: pa.Table, shard: str | None) -> list[dict]:
-    columns = table.select(
-        ["source", "id", "object", "size", "version", "error", "transient"]
-    ).to_pylist()
+QUARANTINE_COLUMNS = {"source": "source", "id": "id", "reason": "error", "transient": "transient"}
+"""QuarantineEntry field -> staged column, for rejected rows."""
+MANIFEST_COLUMNS = {name: name for name in ("source", "size", "version", "id", "object")}
+"""ManifestEntry field -> staged column, for rows written to a shard."""
+
+
+def _rows(table: pa.Table, columns: dict[str, str]) -> list[dict]:
+    """The staged rows as dicts of record fields (``columns``: field -> column)."""
+    return table.select(list(columns.values())).rename_columns(list(columns)).to_pylist()
+
+
+def _quarantined(table: pa.Table) -> list[QuarantineEntry]:
+    """The quarantine records of staged rows that carry an ``error``."""
     stamp = now()
-    if shard is None:
-        return [
-            {"source": c["source"], "id": c["id"], "reason": c["error"], "at": stamp}
-            | ({"transient": True} if c["transient"] else {})
-            for c in columns
-        ]
+    return [QuarantineEntry(**row, at=stamp) for row in _rows(table, QUARANTINE_COLUMNS)]
+
+
+def _ingested(table: pa.Table, shard: str) -> list[ManifestEntry]:
+    """The manifest entries of good staged rows written to ``shard``."""
+    stamp = now()
     return [
-        {
-            "source": c["source"],
-            "size": c["size"],
-            "version": c["version"],
-            "id": c["id"],
-            "object": c["object"],
-            "status": "ingested",
-            "shard": shard,
-            "at": stamp,
-        }
-        for c in columns
+        ManifestEntry(**row, status="ingested", shard=shard, at=stamp)
+        for row in _rows(table, MANIFEST_COLUMNS)
     ]
 
 
@@ -100,7 +101,7 @@ class ShardSink(Datasink):
         for block in blocks:
             table = BlockAccessor.for_block(block).to_arrow()
             bad = table.filter(pc.is_valid(table["error"]))
-            result.quarantine += _records(bad, None)
+            result.quarantine += _quarantined(bad)
             good = table.filter(pc.is_null(table["error"]))
             if good.num_rows:
                 pending.append(good)
@@ -118,7 +119,7 @@ class ShardSink(Datasink):
             self.store_uri, table.select(self.store_schema.names), self.store_schema, name
         )
         result.shards.append(name)
-        result.manifest += _records(table, name)
+        result.manifest += _ingested(table, name)
         log.info("wrote shard %s (%d spectra, %.1f MB)", name, table.num_rows, size / 1e6)
 
     def on_write_complete(self, write_result) -> None:
@@ -189,7 +190,7 @@ def add_native_spectra(
         write_shard(store.uri, schema.spectra_table(columns, store.schema), store.schema, name)
         stamp = now()
         manifest += [
-            {"source": i, "id": i, "status": "ingested", "shard": name, "at": stamp}
+            ManifestEntry(source=i, id=i, status="ingested", shard=name, at=stamp)
             for i in columns["id"]
         ]
     store.commit(manifest, [])
@@ -208,15 +209,16 @@ class Compaction:
     superseded: set[str] = field(default_factory=set)
     moved: dict[str, str] = field(default_factory=dict)
 
-    def apply(self, manifest: list[dict]) -> None:
+    def apply(self, manifest: list[ManifestEntry]) -> None:
+        """Point ``manifest``'s entries (in place) at the shards that now hold their rows."""
         stamp = now()
-        for entry in manifest:
-            if entry.get("status") != "ingested" or entry.get("shard") not in self.moved:
+        for number, entry in enumerate(manifest):
+            if not entry.ingested or entry.shard not in self.moved:
                 continue
-            if entry["source"] in self.superseded:
-                entry.update(status="superseded", superseded_at=stamp)
+            if entry.source in self.superseded:
+                manifest[number] = replace(entry, status="superseded", superseded_at=stamp)
             else:
-                entry["shard"] = self.moved[entry["shard"]]
+                manifest[number] = replace(entry, shard=self.moved[entry.shard])
 
     def remove_old_shards(self, store: Store) -> None:
         for name in self.moved:
@@ -228,13 +230,7 @@ def compact_shards(store: Store, sources: set[str], run_id: str) -> Compaction:
     compaction = Compaction(superseded=set(sources))
     if not sources:
         return compaction
-    shards = sorted(
-        {
-            e["shard"]
-            for e in store.manifest
-            if e.get("status") == "ingested" and e["source"] in sources
-        }
-    )
+    shards = sorted({e.shard for e in store.manifest if e.ingested and e.source in sources})
     for number, name in enumerate(shards):
         table = storage.read_parquet(store.path(SHARDS_DIR, name))
         keep = table.filter(pc.invert(pc.is_in(table["source"], pa.array(sorted(sources)))))

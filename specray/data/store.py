@@ -4,11 +4,11 @@ Layout of ``<store>``::
 
     store.json          grid, extra label columns, format_version (the shards' encoding,
                         specray.schema; 1 if absent; changed only by `specray migrate`),
-                        preprocessing settings
+                        preprocessing settings (a StoreDescriptor, specray.data.records)
     shards/*.parquet    the spectra (columns in specray.schema)
-    manifest.jsonl      one line per input: source URI, size, version (mtime or ETag),
-                        id, status ("ingested" with its shard, or "quarantined")
-    quarantine.jsonl    one line per rejected input, with the reason
+    manifest.jsonl      one ManifestEntry per input: source URI, size, version (mtime or
+                        ETag), id, status ("ingested" with its shard, or "quarantined")
+    quarantine.jsonl    one QuarantineEntry per rejected input, with the reason
 
 The manifest is the source of truth: a shard is part of the store only once the manifest
 lists it. A run that dies after writing shards but before committing the manifest leaves
@@ -31,8 +31,10 @@ from datetime import UTC, datetime
 import pyarrow as pa
 
 from specray import schema, storage
+from specray.data.records import ManifestEntry, QuarantineEntry, StoreDescriptor
 from specray.errors import SpecrayError
 from specray.locks import Lock, exclusive_lock
+from specray.records import read_lines, write_lines
 from specray.spectra.grid import Grid
 
 log = logging.getLogger(__name__)
@@ -59,8 +61,8 @@ class Store:
     uri: str
     grid: Grid
     extra_labels: tuple[str, ...] = ()
-    manifest: list[dict] = field(default_factory=list)
-    quarantine: list[dict] = field(default_factory=list)
+    manifest: list[ManifestEntry] = field(default_factory=list)
+    quarantine: list[QuarantineEntry] = field(default_factory=list)
     lock: Lock | None = None
     preprocessing: dict | None = None
     """How spectra were prepared (specray.data.ingest.Preprocessing.record); None if unrecorded."""
@@ -76,24 +78,22 @@ class Store:
 
     def shard_uris(self) -> list[str]:
         """URIs of the committed shards, in the order they were written."""
-        names = dict.fromkeys(
-            entry["shard"] for entry in self.manifest if entry.get("status") == "ingested"
-        )
+        names = dict.fromkeys(entry.shard for entry in self.manifest if entry.ingested)
         return [self.path(SHARDS_DIR, name) for name in names]
 
     def ingested_ids(self) -> set[str]:
-        return {entry["id"] for entry in self.manifest if entry.get("status") == "ingested"}
+        return {entry.id for entry in self.manifest if entry.ingested}
 
     def n_spectra(self) -> int:
-        return sum(1 for entry in self.manifest if entry.get("status") == "ingested")
+        return sum(1 for entry in self.manifest if entry.ingested)
 
-    def known_sources(self) -> dict[str, dict]:
+    def known_sources(self) -> dict[str, ManifestEntry]:
         """The latest manifest entry of every source URI."""
-        return {entry["source"]: entry for entry in self.manifest}
+        return {entry.source: entry for entry in self.manifest}
 
     def shard_names(self) -> set[str]:
         """File names of the committed shards."""
-        return {entry["shard"] for entry in self.manifest if entry.get("status") == "ingested"}
+        return {entry.shard for entry in self.manifest if entry.ingested}
 
     def remove_orphan_shards(self, keep: set[str] = frozenset()) -> list[str]:
         """Delete shards that no manifest entry lists (left by a run that died), except the
@@ -117,7 +117,9 @@ class Store:
             storage.remove(orphan)
         return orphans
 
-    def commit(self, new_manifest: list[dict], new_quarantine: list[dict]) -> None:
+    def commit(
+        self, new_manifest: list[ManifestEntry], new_quarantine: list[QuarantineEntry]
+    ) -> None:
         """Append records and rewrite the manifest and quarantine atomically.
 
         Under :func:`writing_store` the lock is checked first, so a writer that lost its
@@ -127,8 +129,8 @@ class Store:
             self.lock.check()
         self.manifest.extend(new_manifest)
         self.quarantine.extend(new_quarantine)
-        storage.write_jsonl(self.path(QUARANTINE_FILE), self.quarantine)
-        storage.write_jsonl(self.path(MANIFEST_FILE), self.manifest)
+        write_lines(self.path(QUARANTINE_FILE), self.quarantine)
+        write_lines(self.path(MANIFEST_FILE), self.manifest)
 
 
 def open_store(uri: str) -> Store:
@@ -137,31 +139,31 @@ def open_store(uri: str) -> Store:
     descriptor_uri = storage.join(uri, STORE_FILE)
     if not storage.exists(descriptor_uri):
         raise StoreError(f"{uri}: not a specray store (no {STORE_FILE}); run `specray ingest`")
-    descriptor = storage.read_json(descriptor_uri)
+    descriptor = StoreDescriptor.read(descriptor_uri)
     return Store(
         uri=uri,
-        grid=Grid.from_json(json.dumps(descriptor["grid"])),
-        extra_labels=tuple(descriptor.get("extra_labels", ())),
-        manifest=storage.read_jsonl(storage.join(uri, MANIFEST_FILE)),
-        quarantine=storage.read_jsonl(storage.join(uri, QUARANTINE_FILE)),
-        preprocessing=descriptor.get("preprocessing"),
-        format_version=schema.check_format(descriptor.get("format_version", 1), descriptor_uri),
+        grid=Grid.from_json(json.dumps(descriptor.grid)),
+        extra_labels=tuple(descriptor.extra_labels),
+        manifest=read_lines(ManifestEntry, storage.join(uri, MANIFEST_FILE)),
+        quarantine=read_lines(QuarantineEntry, storage.join(uri, QUARANTINE_FILE)),
+        preprocessing=descriptor.preprocessing,
+        format_version=schema.check_format(descriptor.format_version, descriptor_uri),
     )
 
 
 def write_descriptor(store: Store) -> None:
-    """Write ``store.json`` (grid, extra labels, format version, preprocessing) atomically."""
+    """Write ``store.json`` (grid, extra labels, format version, preprocessing) atomically;
+    an existing store keeps its creation time."""
     uri = store.path(STORE_FILE)
-    descriptor = storage.read_json(uri) if storage.exists(uri) else {"created": now()}
-    descriptor.pop("schema_version", None)  # format 1 stores' name for the same thing
-    descriptor.update(
+    created = StoreDescriptor.read(uri).created if storage.exists(uri) else now()
+    descriptor = StoreDescriptor(
+        created=created,
         format_version=store.format_version,
         grid=json.loads(store.grid.to_json()),
         extra_labels=list(store.extra_labels),
+        preprocessing=store.preprocessing,
     )
-    if store.preprocessing is not None:
-        descriptor["preprocessing"] = store.preprocessing
-    storage.atomic_write_text(uri, json.dumps(descriptor, indent=2))
+    descriptor.write(uri)
 
 
 def open_or_create_store(

@@ -1,8 +1,9 @@
 """Training checkpoints: what they hold, how they are written, and finding the newest intact one.
 
 A checkpoint is a folder with ``model.pt`` (torch: model and optimiser state) and
-``meta.json`` (epoch, step, the full configuration, the model architecture, the grid, the
-data fingerprint, and the metrics history). Ray Train stores the folders under
+``meta.json`` (a :class:`~specray.model.records.CheckpointMeta`: epoch, step, the full
+configuration, the model architecture, the grid, the data fingerprint, and the metrics
+history). Ray Train stores the folders under
 ``RUN/checkpoint_*``; a re-run with the same RUN resumes from the newest one.
 
 A checkpoint can be damaged (a disk filled up, a copy was cut short, a file was edited).
@@ -14,6 +15,7 @@ with a WARNING naming the file and the problem. Training goes further and moves 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -21,12 +23,15 @@ import pickle
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 
 from specray import storage
 from specray.errors import SpecrayError
+from specray.model.records import CheckpointMeta, EpochMetrics
 from specray.model.vae import SpectrumVAE, build_model
+from specray.records import RecordError
 from specray.spectra.grid import Grid
 
 log = logging.getLogger(__name__)
@@ -35,8 +40,6 @@ MODEL_FILE = "model.pt"
 META_FILE = "meta.json"
 CHECKPOINT_PREFIX = "checkpoint_"
 CORRUPT_PREFIX = "corrupt-"
-META_KEYS = ("epoch", "step", "history", "config", "grid", "architecture")
-"""What every meta.json holds (written by :func:`write_checkpoint`)."""
 
 
 class CheckpointError(SpecrayError, ValueError):
@@ -49,7 +52,7 @@ class TrainingState:
 
     epoch: int = 0
     step: int = 0
-    history: list[dict] = field(default_factory=list)
+    history: list[EpochMetrics] = field(default_factory=list)
 
 
 def write_checkpoint(
@@ -57,33 +60,33 @@ def write_checkpoint(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     state: TrainingState,
-    meta: dict,
+    meta: CheckpointMeta,
 ) -> None:
-    """Write ``model.pt`` and ``meta.json`` into a local ``folder``."""
+    """Write ``model.pt`` and ``meta.json`` (``meta`` at ``state``) into a local ``folder``."""
     torch.save(
         {"state_dict": model.state_dict(), "optimizer": optimizer.state_dict()},
         os.path.join(folder, MODEL_FILE),
     )
-    record = {**meta, "epoch": state.epoch, "step": state.step, "history": state.history}
+    record = dataclasses.replace(
+        meta, epoch=state.epoch, step=state.step, history=list(state.history)
+    )
     with open(os.path.join(folder, META_FILE), "w") as handle:
-        json.dump(record, handle)
+        handle.write(record.to_json())
 
 
-def parse_meta(text: bytes | str, source: str) -> dict:
-    """The record of a meta.json (``source`` names it in errors): the one place it is parsed."""
+def parse_meta(text: bytes | str, source: str) -> CheckpointMeta:
+    """The record of a meta.json (``source`` names it in errors): the one place it is parsed.
+
+    A damaged or mistyped file is a CheckpointError (readers skip it); one written by a
+    newer specray is refused as such (:class:`specray.records.NewerRecordError`).
+    """
     try:
-        meta = json.loads(text)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{source}: damaged, not valid JSON ({exc})") from None
-    if not isinstance(meta, dict):
-        raise CheckpointError(f"{source}: damaged, holds {type(meta).__name__}, not an object")
-    missing = [key for key in META_KEYS if key not in meta]
-    if missing:
-        raise CheckpointError(f"{source}: damaged, lacks {', '.join(missing)}")
-    return meta
+        return CheckpointMeta.from_json(text, source)
+    except (storage.StorageError, RecordError) as problem:
+        raise CheckpointError(str(problem)) from None
 
 
-def read_meta(checkpoint_uri: str) -> dict:
+def read_meta(checkpoint_uri: str) -> CheckpointMeta:
     """The meta.json of a checkpoint folder (local path or URI)."""
     uri = storage.join(checkpoint_uri, META_FILE)
     if not storage.exists(uri):
@@ -117,7 +120,7 @@ def read_model_file(path: str, source: str | None = None) -> dict:
     return payload
 
 
-def read_checkpoint(folder: str, source: str | None = None) -> tuple[dict, dict]:
+def read_checkpoint(folder: str, source: str | None = None) -> tuple[dict, CheckpointMeta]:
     """(torch payload, meta) from a local checkpoint folder; ``source`` names it in errors."""
     source = source or folder
     files = {name: os.path.join(folder, name) for name in (META_FILE, MODEL_FILE)}
@@ -129,7 +132,7 @@ def read_checkpoint(folder: str, source: str | None = None) -> tuple[dict, dict]
     return read_model_file(files[MODEL_FILE], f"{source}/{MODEL_FILE}"), meta
 
 
-def load_checkpoint(checkpoint_uri: str) -> tuple[dict, dict]:
+def load_checkpoint(checkpoint_uri: str) -> tuple[dict, CheckpointMeta]:
     """(torch payload, meta) of a checkpoint folder anywhere (local path, file://, s3://)."""
     if not storage.is_remote(checkpoint_uri):
         return read_checkpoint(storage.filesystem(checkpoint_uri)[1], checkpoint_uri)
@@ -182,7 +185,7 @@ def _set_aside(
 
 def intact_checkpoints(
     run_uri: str, move_damaged: bool = False, problems: list[str] | None = None
-) -> Iterator[tuple[str, dict, dict]]:
+) -> Iterator[tuple[str, dict, CheckpointMeta]]:
     """(URI, torch payload, meta) of each intact checkpoint of a run, most steps first.
 
     A checkpoint whose meta.json or model.pt is missing or damaged is skipped with a
@@ -196,7 +199,7 @@ def intact_checkpoints(
     ranked = []
     for folder in checkpoint_folders(run_uri):
         try:
-            ranked.append((read_meta(folder)["step"], folder))
+            ranked.append((read_meta(folder).step, folder))
         except CheckpointError as problem:
             _set_aside(folder, problem, move_damaged, problems)
     for _, folder in sorted(ranked, reverse=True):
@@ -208,7 +211,9 @@ def intact_checkpoints(
         yield folder, payload, meta
 
 
-def newest_intact_checkpoint(run_uri: str, move_damaged: bool = False) -> tuple[str, dict] | None:
+def newest_intact_checkpoint(
+    run_uri: str, move_damaged: bool = False
+) -> tuple[str, CheckpointMeta] | None:
     """(URI, meta) of the intact checkpoint with the most steps, or None when there is none."""
     for folder, _, meta in intact_checkpoints(run_uri, move_damaged):
         return folder, meta
@@ -229,7 +234,7 @@ def latest_checkpoint(run_uri: str) -> str:
     raise _no_intact_checkpoint(run_uri, problems)
 
 
-def _load_newest(run_or_checkpoint: str) -> tuple[str, dict, dict]:
+def _load_newest(run_or_checkpoint: str) -> tuple[str, dict, CheckpointMeta]:
     """(URI, payload, meta): one checkpoint folder as given, or a run's newest intact one."""
     if storage.exists(storage.join(run_or_checkpoint, META_FILE)):
         return (run_or_checkpoint, *load_checkpoint(run_or_checkpoint))
@@ -239,19 +244,27 @@ def _load_newest(run_or_checkpoint: str) -> tuple[str, dict, dict]:
     raise _no_intact_checkpoint(run_or_checkpoint, problems)
 
 
-def load_trained_model(run_or_checkpoint: str) -> tuple[SpectrumVAE, dict]:
+class LoadedModel(NamedTuple):
+    """A trained network in eval mode, its checkpoint's record and that checkpoint's URI."""
+
+    model: SpectrumVAE
+    meta: CheckpointMeta
+    checkpoint: str
+
+
+def load_trained_model(run_or_checkpoint: str) -> LoadedModel:
     """The model of one checkpoint folder, or of a run's newest intact checkpoint, in eval mode."""
     uri, payload, meta = _load_newest(run_or_checkpoint)
     try:
-        model = build_model(**meta["architecture"])
+        model = build_model(**meta.architecture)
         model.load_state_dict(payload["state_dict"])
     except (TypeError, ValueError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{uri}: weights do not fit its architecture ({first})") from None
     model.eval()
-    meta["checkpoint"] = uri
-    return model, meta
+    return LoadedModel(model, meta, uri)
 
 
-def checkpoint_grid(meta: dict) -> Grid:
-    return Grid.from_json(json.dumps(meta["grid"]))
+def checkpoint_grid(meta: CheckpointMeta) -> Grid:
+    """The wavelength grid a checkpoint was trained on."""
+    return Grid.from_json(json.dumps(meta.grid))

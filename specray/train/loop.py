@@ -30,7 +30,9 @@ from specray.model.checkpoint import (
     write_checkpoint,
 )
 from specray.model.posterior import informative_nodes
+from specray.model.records import CheckpointMeta, EpochMetrics
 from specray.progress import report
+from specray.records import write_lines
 from specray.spectra.grid import Grid
 
 log = logging.getLogger("specray.train")
@@ -67,8 +69,8 @@ def _restore(model, optimizer, rank: int, resume_from: str | None) -> TrainingSt
     model.load_state_dict(payload["state_dict"])
     optimizer.load_state_dict(payload["optimizer"])
     if rank == 0:
-        log.info("resuming from checkpoint: epoch %d, step %d", meta["epoch"], meta["step"])
-    return TrainingState(meta["epoch"], meta["step"], meta["history"])
+        log.info("resuming from checkpoint: epoch %d, step %d", meta.epoch, meta.step)
+    return TrainingState(meta.epoch, meta.step, list(meta.history))
 
 
 def _batches(shard, batch_size: int, device, shuffle_buffer: int, seed: int):
@@ -200,9 +202,12 @@ def _validate(model, shard, config: Config, state, device) -> dict:
     }
 
 
-def _report(model, optimizer, state, metrics, config: Config, meta: dict, last: bool) -> None:
+def _report(
+    model, optimizer, state, epoch: EpochMetrics, config: Config, meta: CheckpointMeta, last: bool
+) -> None:
     rank = ray.train.get_context().get_world_rank()
     due = last or (state.epoch % config.train.checkpoint_every == 0)
+    metrics = epoch.as_metrics()
     if rank != 0 or not due:
         ray.train.report(metrics)
         return
@@ -212,19 +217,20 @@ def _report(model, optimizer, state, metrics, config: Config, meta: dict, last: 
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
 
 
-def epoch_line(metrics: dict, epochs: int) -> str:
+def epoch_line(metrics: EpochMetrics, epochs: int) -> str:
     """One line per finished epoch: losses, live nodes, time, throughput, data wait."""
     return (
-        f"epoch {metrics['epoch']}/{epochs} step {metrics['step']} train_loss "
-        f"{metrics['train_loss']:.5f} val_loss {metrics['val_loss']:.5f} active_nodes "
-        f"{metrics['active_nodes']} ({metrics['seconds']:.1f} s; "
-        f"{metrics['samples_per_s'] or 0.0:.0f} spectra/s, "
-        f"{metrics['data_wait_s']:.1f} s waiting for data)"
+        f"epoch {metrics.epoch}/{epochs} step {metrics.step} train_loss "
+        f"{metrics.train_loss:.5f} val_loss {metrics.val_loss:.5f} active_nodes "
+        f"{metrics.active_nodes} ({metrics.seconds:.1f} s; "
+        f"{metrics.samples_per_s or 0.0:.0f} spectra/s, "
+        f"{metrics.data_wait_s:.1f} s waiting for data)"
     )
 
 
 def train_loop_per_worker(loop_config: dict) -> None:
-    """Ray Train entry point; ``loop_config`` holds the config dict, grid, run URI and meta."""
+    """Ray Train entry point; ``loop_config`` holds the config dict, grid, run URI and the
+    run's CheckpointMeta before its first epoch."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     config = Config.from_dict(loop_config["config"])
     grid = Grid.from_json(loop_config["grid"])
@@ -236,7 +242,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     model = build_model(config.model.preset, input_length=grid.length, **config.model.overrides())
     optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr)
     state = _restore(model, optimizer, rank, loop_config.get("resume_from"))
-    meta = {**loop_config["meta"], "architecture": model.config()}
+    meta = loop_config["meta"]
     if config.train.compile:
         model = torch.compile(model)
     model = ray.train.torch.prepare_model(model)
@@ -248,12 +254,16 @@ def train_loop_per_worker(loop_config: dict) -> None:
         metrics = _train_epoch(model, optimizer, train_shard, config, state, device, run_uri, tally)
         metrics.update(_validate(model, val_shard, config, state, device))
         state.epoch += 1
-        metrics = {"epoch": state.epoch, "step": state.step, **metrics}
-        metrics["seconds"] = round(time.monotonic() - started, 2)
-        state.history.append(metrics)
+        epoch = EpochMetrics(
+            epoch=state.epoch,
+            step=state.step,
+            **metrics,
+            seconds=round(time.monotonic() - started, 2),
+        )
+        state.history.append(epoch)
         if rank == 0:
-            storage.write_jsonl(storage.join(run_uri, METRICS_FILE), state.history)
-            line = epoch_line(metrics, config.train.epochs)
+            write_lines(storage.join(run_uri, METRICS_FILE), state.history)
+            line = epoch_line(epoch, config.train.epochs)
             log.info("%s", line)
             report(tally, done=state.step, message=line)
-        _report(model, optimizer, state, metrics, config, meta, state.epoch == config.train.epochs)
+        _report(model, optimizer, state, epoch, config, meta, state.epoch == config.train.epochs)

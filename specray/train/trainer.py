@@ -47,7 +47,9 @@ from specray.model.checkpoint import (
     move_aside,
     newest_intact_checkpoint,
 )
+from specray.model.records import CheckpointMeta, EpochMetrics
 from specray.progress import Progress
+from specray.records import read_lines
 from specray.runtime import ensure_ray
 from specray.spectra.grid import Grid
 from specray.train.loop import METRICS_FILE, TrainingSetupError, train_loop_per_worker
@@ -65,26 +67,30 @@ PADDING_WARNING = 1.25
 class TrainSummary:
     run: str
     checkpoint: str
-    history: list[dict]
+    history: list[EpochMetrics]
 
     @property
-    def final(self) -> dict:
-        return self.history[-1] if self.history else {}
+    def final(self) -> EpochMetrics | None:
+        return self.history[-1] if self.history else None
 
     def summary(self) -> str:
         final = self.final
+        if final is None:
+            return f"trained no epoch; checkpoint {self.checkpoint}"
         return (
-            f"trained {final.get('epoch', 0)} epochs ({final.get('step', 0)} steps): "
-            f"val_loss {final.get('val_loss', float('nan')):.5f}, "
-            f"active_nodes {final.get('active_nodes', 0)}; checkpoint {self.checkpoint}"
+            f"trained {final.epoch} epochs ({final.step} steps): "
+            f"val_loss {final.val_loss:.5f}, "
+            f"active_nodes {final.active_nodes}; checkpoint {self.checkpoint}"
         )
 
 
 @dataclass
 class TrainingPlan:
-    """What :func:`preflight` established: the store and the checkpoint to resume from."""
+    """What :func:`preflight` established: the store, the network it builds (a dict) and
+    the checkpoint to resume from."""
 
     store: Store
+    architecture: dict
     resume_from: str | None
 
 
@@ -194,17 +200,18 @@ def check_validation_split(store: Store, config: Config, required: bool) -> None
     log.warning("%s: val_loss will be NaN", problem)
 
 
-def _check_checkpoint_fits(run_uri: str, meta: dict, grid: Grid, arch: dict) -> None:
+def _check_checkpoint_fits(run_uri: str, meta: CheckpointMeta, grid: Grid, arch: dict) -> None:
     """Refuse to resume a checkpoint made for another grid or another network."""
-    if checkpoint_grid(meta) != grid:
+    trained_on = checkpoint_grid(meta)
+    if trained_on != grid:
         raise CheckpointError(
-            f"{run_uri}: its checkpoints were trained on grid {meta['grid']['name']} "
-            f"({meta['grid']['n_native']} pixels), but the store is on {grid.name}; "
+            f"{run_uri}: its checkpoints were trained on grid {trained_on.name} "
+            f"({trained_on.n_native} pixels), but the store is on {grid.name}; "
             "use a new RUN"
         )
-    if meta["architecture"] != arch:
+    if meta.architecture != arch:
         raise CheckpointError(
-            f"{run_uri}: its checkpoints hold the network {meta['architecture']}, but this "
+            f"{run_uri}: its checkpoints hold the network {meta.architecture}, but this "
             f"configuration builds {arch}; use a new RUN or the run's model settings"
         )
 
@@ -248,7 +255,7 @@ def resume_point(run_uri: str, grid: Grid, arch: dict, config: Config) -> str | 
     _check_checkpoint_fits(run_uri, meta, grid, arch)
     log.info(
         "%s: resuming from %s (epoch %d, step %d) towards %d epochs",
-        run_uri, resume_from, meta["epoch"], meta["step"], config.train.epochs,
+        run_uri, resume_from, meta.epoch, meta.step, config.train.epochs,
     )  # fmt: skip
     return resume_from
 
@@ -260,12 +267,12 @@ def preflight(store_uri: str, run_uri: str, config: Config) -> TrainingPlan:
     check_batch_size(store, config)
     check_validation_split(store, config, required=False)
     warn_short_warmup(planned_steps(store, config), config)
-    return TrainingPlan(store, resume_point(run_uri, store.grid, arch, config))
+    return TrainingPlan(store, arch, resume_point(run_uri, store.grid, arch, config))
 
 
-def read_history(run_uri: str) -> list[dict]:
+def read_history(run_uri: str) -> list[EpochMetrics]:
     """The per-epoch metrics of a run (RUN/metrics.jsonl)."""
-    return storage.read_jsonl(storage.join(run_uri, METRICS_FILE))
+    return read_lines(EpochMetrics, storage.join(run_uri, METRICS_FILE))
 
 
 def build_trainer(
@@ -288,14 +295,18 @@ def build_trainer(
         config.train.balance_objects,
         config.train.materialize_below_mb,
     )
-    meta = {
-        "config": config.to_dict(),
-        "grid": json.loads(store.grid.to_json()),
-        "data_fingerprint": data_fingerprint(store),
-        "store": store_uri,
-        "n_spectra": store.n_spectra(),
-        "preprocessing": store.preprocessing,
-    }
+    meta = CheckpointMeta(
+        config=config.to_dict(),
+        grid=json.loads(store.grid.to_json()),
+        data_fingerprint=data_fingerprint(store),
+        store=store_uri,
+        n_spectra=store.n_spectra(),
+        preprocessing=store.preprocessing,
+        architecture=plan.architecture,
+        epoch=0,
+        step=0,
+        history=[],
+    )
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={

@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import io
-import json
 import logging
 import math
 import posixpath
@@ -48,6 +47,7 @@ from specray.model.checkpoint import CheckpointError, latest_checkpoint
 from specray.model.loss import NORMALISATIONS
 from specray.progress import Progress
 from specray.runtime import ensure_ray, printed_by_ray, ray_is_quiet
+from specray.train.records import TuneResults
 from specray.train.trainer import (
     build_trainer,
     check_architecture,
@@ -548,7 +548,7 @@ def collect_trials(results, out_uri: str, config: Config, pixels: int) -> list[d
         params = result.config or {}
         run_uri = storage.join(out_uri, TRIALS_DIR, trial_id)
         history = read_history(run_uri)
-        last = history[-1] if history else {}
+        last = history[-1].as_metrics() if history else {}
         latent_dim = int(params.get("latent_dim", 0))
         normalisation = str(params.get("normalisation", config.loss.normalisation))
         losses = comparable_losses(last, normalisation, pixels, max(latent_dim, 1))
@@ -591,24 +591,27 @@ def collect_trials(results, out_uri: str, config: Config, pixels: int) -> list[d
 
 def write_results(summary: TuneSummary, config: Config) -> None:
     """DIR/tune.json (atomically) and DIR/tune.png."""
-    document = {
-        "metric": summary.metric,
-        "units": "losses in 'mean' normalisation units (per pixel, per latent node)",
-        "max_epochs": config.train.epochs,
-        "prefer_fewest_nodes_within": config.tune.prefer_fewest_nodes_within,
-        "search_space": {
+    document = TuneResults(
+        metric=summary.metric,
+        units="losses in 'mean' normalisation units (per pixel, per latent node)",
+        max_epochs=config.train.epochs,
+        prefer_fewest_nodes_within=config.tune.prefer_fewest_nodes_within,
+        search_space={
             "latent_dims": list(config.tune.latent_dims),
             "beta": [config.tune.beta_min, config.tune.beta_max],
             "normalisations": list(config.tune.normalisations),
             "searcher": config.tune.searcher,
         },
-        "trials": summary.trials,
-        "best": summary.best,
-    }
-    storage.atomic_write_text(
-        storage.join(summary.out, RESULTS_FILE), json.dumps(document, indent=2) + "\n"
+        trials=summary.trials,
+        best=summary.best,
     )
+    document.write(summary.results)
     storage.atomic_write_bytes(storage.join(summary.out, PLOT_FILE), plot_trials(summary))
+
+
+def read_results(out_uri: str) -> TuneResults:
+    """The ``tune.json`` of the search in ``out_uri``."""
+    return TuneResults.read(storage.join(out_uri, RESULTS_FILE))
 
 
 def plot_trials(summary: TuneSummary) -> bytes:

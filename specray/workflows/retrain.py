@@ -20,25 +20,28 @@
 
 from __future__ import annotations
 
-import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from specray import storage
+from specray.analysis.records import AnalysisRecord, read_analysis
 from specray.analysis.report import render_comparison
 from specray.config import Config, apply
 from specray.data.ingest import Preprocessing, ingest
 from specray.data.store import STORE_FILE, Store, open_store
 from specray.locks import LockHeld, exclusive_lock
 from specray.model.checkpoint import CheckpointError, checkpoint_grid, newest_intact_checkpoint
+from specray.records import read_lines, write_lines
 from specray.spectra.grid import named_grid
+from specray.workflows.records import ActiveRun, Comparison, RetrainEntry
 
 log = logging.getLogger(__name__)
 
 LOCK_FILE = ".retrain.lock"
 HISTORY_FILE = "history.jsonl"
 ACTIVE_RUN_FILE = "active_run.json"
+COMPARISON_FILE = "comparison.json"
 
 
 def _stamp() -> str:
@@ -51,17 +54,17 @@ class RetrainSummary:
     ingested: int = 0
     run: str = ""
     analysis: str = ""
-    comparison: dict = field(default_factory=dict)
+    comparison: Comparison | None = None
 
     def summary(self) -> str:
-        if self.status != "retrained":
+        if self.status != "retrained" or self.comparison is None:
             return f"retrain: {self.status}"
         lines = [f"retrain: ingested {self.ingested} new spectra; run {self.run}"]
-        for label, change in self.comparison.get("labels", {}).items():
+        for label, change in self.comparison.labels.items():
             before = _named_node(change["node_before"], change["mi_before"])
             now = _named_node(change["node_now"], change["mi_now"])
             lines.append(f"  {label}: {before} -> {now}")
-        new = self.comparison.get("new_anomalies", [])
+        new = self.comparison.new_anomalies
         shown = ", ".join(new[:SHOWN_ANOMALIES]) + (", ..." if len(new) > SHOWN_ANOMALIES else "")
         lines.append(f"  new anomalies: {len(new)}{': ' + shown if new else ''}")
         lines.append(f"  report: {storage.join(self.analysis, 'report.html')}")
@@ -76,14 +79,16 @@ def _named_node(node: int | None, mi: float | None) -> str:
     return "no named node" if node is None else f"node {node} ({mi:.2f} nats)"
 
 
-def _top_anomaly_ids(analysis: dict) -> list[str]:
-    return [row["id"] for row in (analysis.get("anomalies") or {}).get("top", [])]
+def _top_anomaly_ids(analysis: AnalysisRecord | None) -> list[str]:
+    if analysis is None or analysis.anomalies is None:
+        return []
+    return [row["id"] for row in analysis.anomalies.get("top", [])]
 
 
-def compare_analyses(before: dict | None, now: dict) -> dict:
+def compare_analyses(before: AnalysisRecord | None, now: AnalysisRecord) -> Comparison:
     """Label -> node now and before, with MI in nats; anomalies new since last time."""
-    old_nodes = (before or {}).get("label_nodes") or {}
-    new_nodes = now.get("label_nodes") or {}
+    old_nodes = before.label_nodes if before else {}
+    new_nodes = now.label_nodes
     labels = {}
     for label in sorted(set(old_nodes) | set(new_nodes)):
         old, new = old_nodes.get(label), new_nodes.get(label)
@@ -93,13 +98,14 @@ def compare_analyses(before: dict | None, now: dict) -> dict:
             "mi_before": round(old["mi"], 4) if old else None,
             "mi_now": round(new["mi"], 4) if new else None,
         }
-    seen = set(_top_anomaly_ids(before or {}))
-    return {"labels": labels, "new_anomalies": [i for i in _top_anomaly_ids(now) if i not in seen]}
+    seen = set(_top_anomaly_ids(before))
+    new = [i for i in _top_anomaly_ids(now) if i not in seen]
+    return Comparison(labels=labels, new_anomalies=new)
 
 
 def _active_run(run: str) -> str:
     pointer = storage.join(run, ACTIVE_RUN_FILE)
-    return storage.read_json(pointer)["run"] if storage.exists(pointer) else run
+    return ActiveRun.read(pointer).run if storage.exists(pointer) else run
 
 
 def _training_config(active_run: str, store_grid, overrides: dict, from_scratch: bool):
@@ -113,11 +119,11 @@ def _training_config(active_run: str, store_grid, overrides: dict, from_scratch:
         apply(config, overrides)
         return config, active_run, True
     meta = found[1]
-    config = Config.from_dict(meta["config"])
+    config = Config.from_dict(meta.config)
     apply(config, overrides)
     if from_scratch or checkpoint_grid(meta) != store_grid:
         return config, None, True
-    config.train.epochs = meta["epoch"] + config.train.finetune_epochs
+    config.train.epochs = meta.epoch + config.train.finetune_epochs
     return config, active_run, False
 
 
@@ -131,10 +137,10 @@ def _preprocessing(store: Store | None, overrides: dict) -> Preprocessing:
     return Preprocessing.from_settings(settings.ingest)
 
 
-def _append_report(report_uri: str, comparison: dict, previous: str | None) -> None:
+def _append_report(report_uri: str, comparison: Comparison, previous: str | None) -> None:
     if not storage.exists(report_uri):
         return
-    section = render_comparison(comparison, previous)
+    section = render_comparison(comparison.to_dict(), previous)
     html = storage.read_text(report_uri)
     storage.atomic_write_text(report_uri, html.replace("</body>", section + "</body>", 1))
 
@@ -163,7 +169,7 @@ def retrain(
             store_grid = existing.grid if existing else named_grid(grid)
             preprocessing = _preprocessing(existing, overrides or {})
             report = ingest(raw, store, grid=store_grid, labels=labels, preprocessing=preprocessing)
-            history = storage.read_jsonl(storage.join(analysis, HISTORY_FILE))
+            history = read_lines(RetrainEntry, storage.join(analysis, HISTORY_FILE))
             active = _active_run(run)
             config, target, scratch = _training_config(
                 active, store_grid, overrides or {}, from_scratch
@@ -172,9 +178,7 @@ def retrain(
                 return RetrainSummary("nothing new: no new spectra since the last retrain")
             if target is None:
                 target = storage.join(run, f"scratch-{_stamp()}")
-                storage.atomic_write_text(
-                    storage.join(run, ACTIVE_RUN_FILE), json.dumps({"run": target})
-                )
+                ActiveRun(target).write(storage.join(run, ACTIVE_RUN_FILE))
             from specray.train.trainer import train
 
             log.info(
@@ -183,19 +187,16 @@ def retrain(
             train(store, target, config)
             out = storage.join(analysis, _stamp())
             analyze(out, config, data=store, model=target)
-            now = storage.read_json(storage.join(out, "analysis.json"))
-            previous = history[-1]["analysis"] if history else None
-            before = None
-            if previous:
-                before = storage.read_json(storage.join(previous, "analysis.json"))
-            comparison = compare_analyses(before, now)
-            storage.atomic_write_text(
-                storage.join(out, "comparison.json"), json.dumps(comparison, indent=2)
-            )
+            previous = history[-1].analysis if history else None
+            before = read_analysis(previous) if previous else None
+            comparison = compare_analyses(before, read_analysis(out))
+            comparison.write(storage.join(out, COMPARISON_FILE))
             _append_report(storage.join(out, "report.html"), comparison, previous)
-            entry = {"at": _stamp(), "ingested": report.ingested, "run": target, "analysis": out,
-                     "from_scratch": scratch, **comparison}  # fmt: skip
-            storage.write_jsonl(storage.join(analysis, HISTORY_FILE), history + [entry])
+            entry = RetrainEntry(
+                labels=comparison.labels, new_anomalies=comparison.new_anomalies, at=_stamp(),
+                ingested=report.ingested, run=target, analysis=out, from_scratch=scratch,
+            )  # fmt: skip
+            write_lines(storage.join(analysis, HISTORY_FILE), [*history, entry])
             return RetrainSummary("retrained", report.ingested, target, out, comparison)
     except LockHeld as exc:
         return RetrainSummary(f"skipped, {exc}")

@@ -233,7 +233,7 @@ def test_end_to_end_from_a_trained_checkpoint(trained, tmp_path, capsys):
     assert schema.latent_info(table.schema)["checkpoint"].startswith(run)
     shard = pq.read_table(open_store(store).shard_uris()[0])
     ids = table["id"].to_pylist()
-    model, _ = load_trained_model(run)
+    model = load_trained_model(run).model
     with torch.no_grad():
         flux = schema.decode_flux(shard["flux"][:4]).astype(np.float32)
         expected, _ = model.encode(torch.from_numpy(flux).unsqueeze(1))
@@ -259,9 +259,9 @@ def test_end_to_end_from_a_trained_checkpoint(trained, tmp_path, capsys):
     assert "baseline" in names and "latents vs PCA" in summary.summary()
     # Diagnosis: one epoch never leaves the KL-free warm-up (default start: step 5,000),
     # and the report says so before its headline.
-    _, meta = load_trained_model(run)
+    meta = load_trained_model(run).meta
     training = result["training"]
-    assert training["steps"] == [entry["step"] for entry in meta["history"]]
+    assert training["steps"] == [entry.step for entry in meta.history]
     assert training["kl_weight"] == [0.0] * len(training["steps"])
     checks = {c["check"]: c for c in result["verdict"]["checks"]}
     assert checks["kl_weight"]["status"] == "problem" and result["verdict"]["status"] == "not fit"
@@ -299,7 +299,7 @@ def test_end_to_end_from_a_trained_checkpoint(trained, tmp_path, capsys):
         assert result["node_wavelengths"]["nodes"][str(j)]["mean"] == pytest.approx(row.mean())
     prov = result["provenance"]
     assert all(prov["versions"][name] for name in ("specray", "torch", "ray", "numpy"))
-    assert prov["store"]["n_spectra"] == 80 and prov["training_config"] == meta["config"]
+    assert prov["store"]["n_spectra"] == 80 and prov["training_config"] == meta.config
     page = check_report(out, result)
     assert "whole grid" in page  # the toy grid holds none of the zoom windows
     assert page.index("NOT fit to interpret") < page.index("<h2>Headline")

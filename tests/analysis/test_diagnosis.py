@@ -11,18 +11,23 @@ from specray.analysis.diagnosis import (
 )
 from specray.data.reader import read_spectra
 from specray.data.store import StoreError, open_store
+from specray.model.records import CheckpointMeta, EpochMetrics
 from specray.schema import FORMAT_VERSION
 from tests.helpers import plain_rows, write_toy_store
 
 
 def meta_with(steps, start=150, end=250, beta=0.3):
     history = [
-        {"epoch": k + 1, "step": s, "train_loss": 1.0 / (k + 1), "val_loss": 1.1 / (k + 1),
-         "recon": 0.9, "val_recon": 1.0, "kl": 0.1, "val_kl": 0.1, "active_nodes": 4}
+        EpochMetrics(epoch=k + 1, step=s, train_loss=1.0 / (k + 1), val_loss=1.1 / (k + 1),
+                     recon=0.9, val_recon=1.0, kl=0.1, val_kl=0.1, active_nodes=4,
+                     data_wait_s=0.1, step_s=1.0, samples_per_s=100.0, seconds=1.2)
         for k, s in enumerate(steps)
     ]  # fmt: skip
     config = {"loss": {"beta": beta, "warmup_start": start, "warmup_end": end}}
-    return {"history": history, "config": config}
+    return CheckpointMeta(
+        config=config, grid={}, architecture={}, epoch=len(steps), step=steps[-1] if steps else 0,
+        history=history,
+    )  # fmt: skip
 
 
 def test_training_record_recomputes_the_kl_weight_at_each_epoch_end():
@@ -31,7 +36,7 @@ def test_training_record_recomputes_the_kl_weight_at_each_epoch_end():
     assert record["final_kl_weight"] == pytest.approx(0.3)
     assert record["fraction_at_beta"] == pytest.approx((1000 - 250) / 1000)
     assert record["train_loss"][0] == 1.0 and record["epochs"] == [1, 2, 3, 4]
-    assert training_record({"history": []}) is None
+    assert training_record(meta_with([])) is None
 
 
 def good_result(**changes):

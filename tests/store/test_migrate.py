@@ -52,7 +52,7 @@ def test_migrate_rewrites_a_v1_store_once(where, tmp_path, s3_bucket):
         fs, path = storage.arrow_filesystem(shard)
         assert schema.shard_format(pq.read_schema(path, filesystem=fs)) == 2
     assert shard_files(uri) == store.shard_names() and len(store.shard_names()) == 3
-    assert [e["id"] for e in store.manifest] == [e["id"] for e in manifest_before]
+    assert [e.id for e in store.manifest] == [e.id for e in manifest_before]
     assert_same_spectra(before, uri)
 
     files = shard_files(uri)

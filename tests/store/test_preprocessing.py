@@ -8,6 +8,7 @@ import pytest
 from specray import schema
 from specray.cli import main
 from specray.data.ingest import IngestReport, Preprocessing, ingest, prepared_row, reason_class
+from specray.data.records import QuarantineEntry
 from specray.spectra.grid import named_grid
 from tests.helpers import TOY_GRID, toy_spectra, write_linear_fits
 from tests.store.test_ingest import read_store
@@ -84,11 +85,13 @@ def test_cli_fails_when_all_is_quarantined_and_names_the_reason_and_option(tmp_p
     assert "ingested 6, skipped 0 already present, quarantined 1" in capsys.readouterr().out
 
 
-def staged_reason(flux: np.ndarray) -> dict:
+def staged_reason(flux: np.ndarray) -> QuarantineEntry:
     """The quarantine record prepare's real message gives for a spectrum (no Ray)."""
     grid = named_grid(TOY_GRID)
     row = prepared_row("x", "X", grid.native_wavelength, flux, {}, grid, Preprocessing())
-    return {"source": "s3://bucket/raw/x.fits", "reason": f"x.fits: {row['error']}"}
+    return QuarantineEntry(
+        source="s3://bucket/raw/x.fits", id="x", reason=f"x.fits: {row['error']}"
+    )
 
 
 def test_a_noise_dominated_run_names_the_snr_option():
@@ -109,7 +112,11 @@ def test_no_dominant_reason_no_hint():
     reasons = [
         staged_reason(np.zeros(grid.n_native)),
         staged_reason(np.full(grid.n_native, 2.0)),
-        {"source": "/raw/bad.fits", "reason": "/raw/bad.fits: not a FITS file (no SIMPLE card)"},
+        QuarantineEntry(
+            source="/raw/bad.fits",
+            id="bad",
+            reason="/raw/bad.fits: not a FITS file (no SIMPLE card)",
+        ),
     ]
     assert [reason_class(r) for r in reasons] == [
         "median flux <= 0",

@@ -17,6 +17,7 @@ import pytest
 
 from specray import schema, storage
 from specray.data.ingest import ingest
+from specray.data.records import ManifestEntry
 from specray.data.store import LOCK_FILE, open_store
 from specray.locks import exclusive_lock
 from specray.spectra.fits import write_adp
@@ -39,14 +40,14 @@ def write_toy_files(folder, names: list[str], seed: int = 0, scale: float = 1000
     return fluxes
 
 
-def committed_rows(uri: str) -> tuple[list[dict], pa.Table]:
+def committed_rows(uri: str) -> tuple[list[ManifestEntry], pa.Table]:
     """(live manifest entries, every row of the committed shards), read with plain pyarrow."""
     store = open_store(uri)
     tables = []
     for shard in store.shard_uris():
         fs, path = storage.arrow_filesystem(shard)
         tables.append(pq.read_table(path, filesystem=fs))
-    live = [entry for entry in store.manifest if entry.get("status") == "ingested"]
+    live = [entry for entry in store.manifest if entry.ingested]
     return live, pa.concat_tables(tables).sort_by("id")
 
 
@@ -55,7 +56,7 @@ def assert_consistent(uri: str, expected_ids: set[str]) -> pa.Table:
     live, table = committed_rows(uri)
     ids = table["id"].to_pylist()
     assert sorted(ids) == sorted(expected_ids), "rows in shards"
-    assert sorted(entry["id"] for entry in live) == sorted(expected_ids), "manifest"
+    assert sorted(entry.id for entry in live) == sorted(expected_ids), "manifest"
     fs, path = storage.filesystem(storage.join(uri, "shards"))
     on_disk = {name.rsplit("/", 1)[-1] for name in fs.ls(path, detail=False)}
     assert on_disk == open_store(uri).shard_names()
@@ -127,7 +128,7 @@ def test_a_file_that_could_not_be_read_is_retried_once_it_can(tmp_path):
     worker.join(timeout=300)
     assert (reports[0].ingested, reports[0].quarantined) == (1, 1)
     reason = open_store(store).quarantine[-1]
-    assert reason["transient"] and "a2.fits" in reason["reason"]
+    assert reason.transient and "a2.fits" in reason.reason
     late.write_bytes(content)
     os.utime(late, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # same size, same version
     again = ingest(str(raw), store, TOY_GRID)
@@ -153,8 +154,8 @@ def test_a_file_changed_after_ingest_replaces_its_old_row(tmp_path):
     expected = new_flux / np.median(new_flux)
     np.testing.assert_allclose(stored, expected, rtol=2e-3, atol=2e-3)
     assert float(row["norm"][0].as_py()) == pytest.approx(np.median(new_flux), rel=1e-3)
-    superseded = [e for e in open_store(store).manifest if e.get("status") == "superseded"]
-    assert [e["id"] for e in superseded] == ["a2"]
+    superseded = [e for e in open_store(store).manifest if e.status == "superseded"]
+    assert [e.id for e in superseded] == ["a2"]
     assert ingest(str(raw), store, TOY_GRID).skipped == 3
 
 

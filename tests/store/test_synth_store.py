@@ -39,7 +39,7 @@ def test_fits_route_and_parquet_route_give_the_same_store(tmp_path, capsys):
     stored = zip(a["id"].to_pylist(), a["pwv"].to_pylist(), a["tilt"].to_pylist(), strict=True)
     assert all(truth[i] == pytest.approx((pwv, tilt)) for i, pwv, tilt in stored)
     assert np.std(a["tilt"].to_numpy()) > 0.01  # varied per epoch, not a constant fill
-    quarantined = {record["id"] for record in open_store(str(ingested)).quarantine}
+    quarantined = {record.id for record in open_store(str(ingested)).quarantine}
     assert quarantined == defective
     assert main(["synth", "--out", str(direct), "--format", "parquet", *common]) == 0
     assert "nothing generated" in capsys.readouterr().out
@@ -66,7 +66,7 @@ def test_two_seasons_of_different_seeds_land_in_one_store(tmp_path):
     assert set(table["id"].to_pylist()) == good
     assert table.num_rows == len(good)  # each id once
     bad = {row["id"] for season in rows.values() for row in season if row["defect"]}
-    assert {record["id"] for record in quarantine} == bad  # defects only, no duplicates
+    assert {record.id for record in quarantine} == bad  # defects only, no duplicates
     # labels.csv and the store agree: each id's labels came from its own season's table.
     truth = {row["id"]: float(row["teff"]) for season in rows.values() for row in season}
     for identifier, teff in zip(table["id"].to_pylist(), table["teff"].to_pylist(), strict=True):

@@ -93,8 +93,8 @@ def test_resume_skips_a_truncated_latest_checkpoint_and_moves_it_aside(run_copy,
     # Ray's snapshot named the moved checkpoint: it is set aside, not trusted.
     assert (run / f"stale-{RAY_SNAPSHOT_FILE}").exists()
     # Epoch 2 was trained again from epoch 1's weights; nothing repeats in the history.
-    assert [entry["epoch"] for entry in summary.history] == [1, 2, 3]
-    assert summary.final["step"] == 3 * steps_per_epoch
+    assert [entry.epoch for entry in summary.history] == [1, 2, 3]
+    assert summary.final.step == 3 * steps_per_epoch
     assert json.loads((Path(summary.checkpoint) / META_FILE).read_text())["epoch"] == 3
 
 
@@ -103,8 +103,8 @@ def test_readers_fall_back_past_a_damaged_meta_json_and_name_it(run_copy, caplog
     folders = checkpoints_by_epoch(run)
     (folders[2] / META_FILE).write_text('{"epoch": 2, "step": ')
     with caplog.at_level(logging.WARNING):
-        model, meta = load_trained_model(str(run))
-    assert meta["epoch"] == 1 and meta["checkpoint"] == str(folders[1])
+        _, meta, checkpoint = load_trained_model(str(run))
+    assert meta.epoch == 1 and checkpoint == str(folders[1])
     assert latest_checkpoint(str(run)) == str(folders[1])
     assert any(f"{folders[2]}/{META_FILE}: damaged" in r.getMessage() for r in caplog.records)
     assert folders[2].exists()  # readers never move anything

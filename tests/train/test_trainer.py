@@ -48,19 +48,19 @@ def test_two_workers_learn_checkpoint_survive_a_crash_and_resume(tmp_path):
     )
     summary = train(store, run, config)
     history = read_history(run)
-    assert [entry["epoch"] for entry in history] == [1, 2, 3]  # the crash repeated nothing
-    assert all(set(entry) >= REQUIRED for entry in history)
+    assert [entry.epoch for entry in history] == [1, 2, 3]  # the crash repeated nothing
+    assert all(set(entry.to_dict()) >= REQUIRED for entry in history)
     assert (tmp_path / "run" / ".crash-injected").exists()
-    assert history[-1]["val_loss"] < history[0]["val_loss"]
+    assert history[-1].val_loss < history[0].val_loss
     for entry in history:  # where the time went: waiting plus stepping fit in the epoch
-        assert entry["data_wait_s"] >= 0 and entry["step_s"] > 0
-        assert entry["data_wait_s"] + entry["step_s"] <= entry["seconds"] + 0.01
-        trained = entry["samples_per_s"] * (entry["data_wait_s"] + entry["step_s"])
-        assert trained == pytest.approx(history[0]["step"] * 16, rel=0.02)  # steps x batch
-    steps_per_epoch = history[0]["step"]
-    assert [entry["step"] for entry in history] == [steps_per_epoch * k for k in (1, 2, 3)]
-    model, meta = load_trained_model(run)
-    assert meta["epoch"] == 3 and meta["grid"]["n_native"] == 1024 and summary.final["epoch"] == 3
+        assert entry.data_wait_s >= 0 and entry.step_s > 0
+        assert entry.data_wait_s + entry.step_s <= entry.seconds + 0.01
+        trained = entry.samples_per_s * (entry.data_wait_s + entry.step_s)
+        assert trained == pytest.approx(history[0].step * 16, rel=0.02)  # steps x batch
+    steps_per_epoch = history[0].step
+    assert [entry.step for entry in history] == [steps_per_epoch * k for k in (1, 2, 3)]
+    model, meta, _ = load_trained_model(run)
+    assert meta.epoch == 3 and meta.grid["n_native"] == 1024 and summary.final.epoch == 3
     assert model.arch.latent_dim == 8
 
     # Re-running the same RUN with more epochs resumes: steps continue, no epoch repeats.
@@ -80,8 +80,8 @@ def test_two_workers_learn_checkpoint_survive_a_crash_and_resume(tmp_path):
     )
     assert code == 0
     resumed = read_history(run)
-    assert [entry["epoch"] for entry in resumed] == [1, 2, 3, 4]
-    assert resumed[3]["step"] == 4 * steps_per_epoch
+    assert [entry.epoch for entry in resumed] == [1, 2, 3, 4]
+    assert resumed[3].step == 4 * steps_per_epoch
     assert (
         json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])["epoch"] == 4
     )
@@ -93,8 +93,8 @@ def test_training_from_and_to_s3(s3_bucket):
     summary = train(store, run, load_config(overrides=FAST + ["train.epochs=1"]))
     assert summary.checkpoint.startswith(f"{run}/checkpoint_")
     assert latest_checkpoint(run) == summary.checkpoint
-    model, meta = load_trained_model(run)
-    assert meta["epoch"] == 1 and len(read_history(run)) == 1
+    meta = load_trained_model(run).meta
+    assert meta.epoch == 1 and len(read_history(run)) == 1
 
 
 def test_a_missing_run_is_named(tmp_path):
@@ -107,8 +107,8 @@ def test_a_relative_run_folder_keeps_its_metrics_and_checkpoints_there(tmp_path,
     monkeypatch.chdir(tmp_path)
     write_toy_store("store", n_objects=20, epochs=2)
     summary = train("store/", "run", load_config(overrides=FAST + ["train.epochs=2"]))
-    assert summary.final["epoch"] == 2 and summary.run == str(tmp_path / "run")
-    assert [entry["epoch"] for entry in read_history(str(tmp_path / "run"))] == [1, 2]
+    assert summary.final.epoch == 2 and summary.run == str(tmp_path / "run")
+    assert [entry.epoch for entry in read_history(str(tmp_path / "run"))] == [1, 2]
     assert latest_checkpoint("run").startswith(str(tmp_path / "run"))
 
 

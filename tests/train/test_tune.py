@@ -1,6 +1,5 @@
 """Ray Tune search: ASHA early stopping, tune.json, best-trial choice, resources, resume."""
 
-import json
 import logging
 import math
 import re
@@ -18,6 +17,7 @@ from specray.train.tune import (
     check_tune_config,
     comparable_losses,
     max_concurrent_trials,
+    read_results,
     select_best,
     tune,
 )
@@ -154,7 +154,7 @@ def test_search_stops_poor_trials_records_them_and_resumes(
     assert [trial["config"]["latent_dim"] for trial in first.trials] == [8, 4, 4, 8]
     at_grace = {
         trial["trial_id"]: comparable_losses(
-            histories[trial["trial_id"]][0],
+            histories[trial["trial_id"]][0].as_metrics(),
             trial["config"]["normalisation"],
             pixels,
             trial["config"]["latent_dim"],
@@ -193,7 +193,7 @@ def test_search_stops_poor_trials_records_them_and_resumes(
         history = read_history(after["run"])
         if before["status"] == "ERROR":
             assert after["status"] == "TERMINATED" and after["epochs"] == 3
-            assert [entry["epoch"] for entry in history] == [1, 2, 3]
+            assert [entry.epoch for entry in history] == [1, 2, 3]
             assert history[:2] == histories[before["trial_id"]]  # epochs 1-2 not repeated
         else:
             assert after["status"] == before["status"]
@@ -201,15 +201,15 @@ def test_search_stops_poor_trials_records_them_and_resumes(
     finished = [trial for trial in second.trials if trial["status"] == "TERMINATED"]
     assert second.best["trial_id"] == min(finished, key=lambda t: t["val_loss"])["trial_id"]
 
-    document = json.loads((tmp_path / "search" / "tune.json").read_text())
-    assert [trial["trial_id"] for trial in document["trials"]] == ids
-    assert document["best"] == second.best
-    model, meta = load_trained_model(document["best"]["checkpoint"])
-    assert meta["epoch"] == 3
-    assert model.arch.latent_dim == document["best"]["config"]["latent_dim"]
-    assert meta["config"]["loss"]["beta"] == pytest.approx(document["best"]["config"]["beta"])
+    document = read_results(out)
+    assert [trial["trial_id"] for trial in document.trials] == ids
+    assert document.best == second.best and document.max_epochs == 3
+    model, meta, _ = load_trained_model(document.best["checkpoint"])
+    assert meta.epoch == 3
+    assert model.arch.latent_dim == document.best["config"]["latent_dim"]
+    assert meta.config["loss"]["beta"] == pytest.approx(document.best["config"]["beta"])
     assert (tmp_path / "search" / "tune.png").read_bytes()[:4] == b"\x89PNG"
-    assert document["best"]["checkpoint"] in second.summary()
+    assert document.best["checkpoint"] in second.summary()
 
     # No trial left its workers' resources behind (that would starve later trials).
     deadline = time.monotonic() + 60
