@@ -21,6 +21,7 @@ def doctest_files(tmp_path_factory) -> dict[str, str]:
     from specray.config import load_config
     from specray.data.store import open_store
     from specray.model.checkpoint import TrainingState, write_checkpoint
+    from specray.model.records import CheckpointMeta
     from specray.model.vae import build_model
     from tests.conftest import ADP_FIXTURE
     from tests.helpers import TOY_MODEL, write_toy_store
@@ -33,12 +34,15 @@ def doctest_files(tmp_path_factory) -> dict[str, str]:
     torch.manual_seed(0)
     model = build_model(config.model.preset, input_length=grid.length, **config.model.overrides())
     checkpoint.mkdir()
-    meta = {
-        "config": config.to_dict(),
-        "grid": json.loads(grid.to_json()),
-        "architecture": model.config(),
-        "store": str(store),
-    }
+    meta = CheckpointMeta(
+        config=config.to_dict(),
+        grid=json.loads(grid.to_json()),
+        architecture=model.config(),
+        store=str(store),
+        epoch=0,
+        step=0,
+        history=[],
+    )
     optimizer = torch.optim.Adam(model.parameters())
     write_checkpoint(str(checkpoint), model, optimizer, TrainingState(), meta)
     return {"adp_file": str(ADP_FIXTURE), "store_path": str(store), "run_path": str(checkpoint)}
