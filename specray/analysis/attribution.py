@@ -419,13 +419,12 @@ def attribute(
     conditional, conditioned_on, joint_nodes = {}, {}, {}
     for name, v in per_label.items():
         disc = kinds[name] != "continuous"
-        strongest = _by_mi(results, name, live, related[name] or range(len(live)))
-        joint = strongest[: s.max_condition + 1]
+        ranked = _by_mi(results, name, live, related[name])
+        joint = (ranked or _by_mi(results, name, live, range(len(live))))[: s.max_condition + 1]
         joint_nodes[name] = [live[d] for d in joint]
         conditional[f"joint|{name}"] = _problem(v, joint, name, disc, [], s.k)
         for d, node in enumerate(live):
-            others = [o for o in _by_mi(results, name, live, related[name]) if o != d]
-            others = others[: s.max_condition]
+            others = [o for o in ranked if o != d][: s.max_condition]
             conditioned_on[(name, node)] = [live[o] for o in others]
             if others:
                 conditional[f"cmi|{name}|{node}"] = _problem(v, [d], name, disc, others, s.k)
