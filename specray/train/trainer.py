@@ -92,6 +92,8 @@ class TrainingPlan:
     store: Store
     architecture: dict
     resume_from: str | None
+    steps: int
+    """Optimiser steps of the whole run (:func:`planned_steps`)."""
 
 
 class StopOnUserError(UserCallback):
@@ -161,9 +163,8 @@ def _largest_power_of_two(n: int) -> int:
     return 1 << (n.bit_length() - 1)
 
 
-def check_batch_size(store: Store, config: Config) -> None:
+def check_batch_size(store: Store, n_train: int, config: Config) -> None:
     """Every worker must get at least one full batch per epoch (batches drop the tail)."""
-    n_train, _ = split_sizes(store, config.train.val_fraction)
     workers = max(1, config.train.workers)
     per_worker = n_train // workers  # Ray's equal split
     if per_worker >= config.train.batch_size:
@@ -182,10 +183,11 @@ def check_batch_size(store: Store, config: Config) -> None:
     )
 
 
-def check_validation_split(store: Store, config: Config, required: bool) -> None:
+def check_validation_split(
+    store: Store, n_train: int, n_val: int, config: Config, required: bool
+) -> None:
     """An empty validation split leaves val_loss NaN: a warning for training, an error
     where the validation loss is ``required`` (a search ranks trials by it)."""
-    n_train, n_val = split_sizes(store, config.train.val_fraction)
     if n_val:
         return
     problem = (
@@ -264,10 +266,20 @@ def preflight(store_uri: str, run_uri: str, config: Config) -> TrainingPlan:
     """Everything that can fail without Ray, checked before Ray starts (see the module doc)."""
     store = open_store(store_uri)
     arch = check_architecture(config, store.grid)
-    check_batch_size(store, config)
-    check_validation_split(store, config, required=False)
-    warn_short_warmup(planned_steps(store, config), config)
-    return TrainingPlan(store, arch, resume_point(run_uri, store.grid, arch, config))
+    steps = check_training_split(store, config, validation_required=False)
+    return TrainingPlan(store, arch, resume_point(run_uri, store.grid, arch, config), steps)
+
+
+def check_training_split(store: Store, config: Config, validation_required: bool) -> int:
+    """Check the store's split against the configuration (batch size, validation split,
+    KL warm-up) and return the run's optimiser steps; the split is sized once, from the
+    ``object`` column."""
+    n_train, n_val = split_sizes(store, config.train.val_fraction)
+    check_batch_size(store, n_train, config)
+    check_validation_split(store, n_train, n_val, config, required=validation_required)
+    steps = planned_steps(n_train, config)
+    warn_short_warmup(steps, config)
+    return steps
 
 
 def read_history(run_uri: str) -> list[EpochMetrics]:
@@ -344,7 +356,7 @@ def train(store_uri: str, run_uri: str, config: Config) -> TrainSummary:
     store_uri, run_uri = storage.normalize(store_uri), storage.normalize(run_uri)
     plan = preflight(store_uri, run_uri, config)
     ensure_ray()
-    with Progress("train", planned_steps(plan.store, config), "steps", remote=True) as shown:
+    with Progress("train", plan.steps, "steps", remote=True) as shown:
         fit(build_trainer(store_uri, run_uri, config, plan=plan, tally=shown.tally))
     return TrainSummary(run_uri, latest_checkpoint(run_uri), read_history(run_uri))
 
@@ -371,8 +383,8 @@ def warn_short_warmup(steps: int, config: Config) -> None:
         log.warning("%s", problem)
 
 
-def planned_steps(store: Store, config: Config) -> int:
-    """Optimiser steps of the whole run: epochs x full batches per worker and epoch."""
-    n_train, _ = split_sizes(store, config.train.val_fraction)
+def planned_steps(n_train: int, config: Config) -> int:
+    """Optimiser steps of a run over ``n_train`` training spectra: epochs x full batches
+    per worker and epoch."""
     per_worker = n_train // max(1, config.train.workers)
     return config.train.epochs * max(1, per_worker // config.train.batch_size)

@@ -51,12 +51,9 @@ from specray.train.records import TuneResults
 from specray.train.trainer import (
     build_trainer,
     check_architecture,
-    check_batch_size,
-    check_validation_split,
+    check_training_split,
     fit,
-    planned_steps,
     read_history,
-    warn_short_warmup,
 )
 
 log = logging.getLogger(__name__)
@@ -467,9 +464,7 @@ def tune(store_uri: str, out_uri: str, config: Config) -> TuneSummary:
     store = open_store(store_uri)  # fails early, with the store's message, if missing
     grid = store.grid
     check_architecture(config, grid)  # what every trial shares, checked before Ray starts
-    check_batch_size(store, config)
-    check_validation_split(store, config, required=True)
-    warn_short_warmup(planned_steps(store, config), config)
+    check_training_split(store, config, validation_required=True)
     ensure_ray()
     path, options = _experiment_location(out_uri)
     trainable = ray_tune.with_resources(

@@ -8,6 +8,7 @@ import pytest
 
 from specray.cli import main
 from specray.config import load_config
+from specray.data.reader import split_sizes
 from specray.data.store import open_store
 from specray.model.checkpoint import CheckpointError, latest_checkpoint, load_trained_model
 from specray.model.loss import kl_weight
@@ -116,9 +117,11 @@ def test_a_run_too_short_for_its_warmup_is_warned_with_settings_that_fit(tmp_pat
     store = str(tmp_path / "store")
     write_toy_store(store)
     config = load_config(overrides=TOY_MODEL + ["train.epochs=3"])  # published warm-up
-    steps = planned_steps(open_store(store), config)
+    n_train, _ = split_sizes(open_store(store), config.train.val_fraction)
+    steps = planned_steps(n_train, config)
     with caplog.at_level(logging.WARNING, "specray.train.trainer"):
-        preflight(store, str(tmp_path / "run"), config)
+        plan = preflight(store, str(tmp_path / "run"), config)
+    assert plan.steps == steps == 3 * (n_train // config.train.batch_size)
     assert f"this run has {steps:,} optimiser steps" in caplog.text
     assert "step 20,000 (loss.warmup_end)" in caplog.text
     fixes = re.findall(r"--set (\S+)", caplog.text)
