@@ -103,15 +103,44 @@ def ray_output(log_file: str | None, dashboard: bool = False) -> Iterator[None]:
     bars = context.enable_progress_bars, context.print_on_execution_start
     context.enable_progress_bars = context.print_on_execution_start = False
     _forward_worker_output, _log_file = False, log_file
+    restore_printing = _raylet_messages_to(logging.getLogger("ray"))
     try:
         yield
     finally:
+        restore_printing()
         _forward_worker_output, _dashboard, _log_file = True, False, None
         context.enable_progress_bars, context.print_on_execution_start = bars
         for name, state in saved.items():
             logger = logging.getLogger(name)
             logger.handlers, logger.propagate, logger.level = state
         handler.close()
+
+
+def _raylet_messages_to(logger: logging.Logger):
+    """Send the messages Ray's nodes publish to the driver (e.g. "N PYTHON worker
+    processes have been started ...") to ``logger`` instead of stdout; returns the undo.
+
+    Ray's driver thread ``listen_error_messages`` prints them with
+    ``ray._private.worker.print_to_stdstream`` whatever ``log_to_driver`` says. It looks
+    that function up by name on every message, so replacing the module's attribute
+    reroutes them; worker output (``log_to_driver``) still goes the original way. A Ray
+    without that function is left alone.
+    """
+    from ray._private import worker
+
+    original = getattr(worker, "print_to_stdstream", None)
+    if original is None:
+        return lambda: None
+
+    def print_or_log(data: dict, ignore_prefix: bool) -> None:
+        if data.get("pid") != "raylet":
+            original(data, ignore_prefix)
+            return
+        for line in data.get("lines", []):
+            logger.warning("raylet: %s", line)
+
+    worker.print_to_stdstream = print_or_log
+    return lambda: setattr(worker, "print_to_stdstream", original)
 
 
 class _FolderCreatingFileHandler(logging.FileHandler):

@@ -249,3 +249,60 @@ def test_what_ray_prints_goes_to_the_log_file_unless_verbose(tmp_path, capsys):
         print("View detailed results here")
     assert capsys.readouterr().out == "View detailed results here\n"
     assert log_file.read_text() == "Configuration for experiment\n"
+
+
+PUBLISH_RAYLET_MESSAGES = """
+import io, os, sys, time, ray
+from ray._private.utils import publish_error_to_driver
+from specray.runtime import ensure_ray, ray_output
+
+log_file = sys.argv[1]
+written = []
+
+
+class Recording(io.TextIOBase):
+    def write(self, text):
+        written.append(text)
+        return sys.__stdout__.write(text)
+
+    def flush(self):
+        sys.__stdout__.flush()
+
+
+def publish_and_wait(message, arrived):
+    client = ray._private.worker.global_worker.gcs_client
+    publish_error_to_driver("specray_test", message, gcs_client=client)
+    deadline = time.monotonic() + 60
+    while not arrived(message):
+        assert time.monotonic() < deadline, f"{message} never arrived"
+        time.sleep(0.1)
+
+
+def in_log(message):
+    return os.path.exists(log_file) and message in open(log_file).read()
+
+
+sys.stdout = Recording()
+with ray_output(log_file):
+    ensure_ray(num_cpus=4)
+    publish_and_wait("quiet: 9 PYTHON worker processes have been started", in_log)
+publish_and_wait("verbose: the raylet speaks", lambda message: message in "".join(written))
+"""
+
+
+def test_messages_the_raylet_publishes_go_to_the_log_file_unless_verbose(ray_tmpdir, tmp_path):
+    """Ray prints its nodes' messages (e.g. "N PYTHON worker processes have been started")
+    on the driver's stdout whatever log_to_driver says; a quiet command logs them instead."""
+    log_file = tmp_path / "logs" / "ray.log"
+    child = subprocess.run(
+        [sys.executable, "-c", PUBLISH_RAYLET_MESSAGES, str(log_file)],
+        env=environment(ray_tmpdir),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert child.returncode == 0, child.stderr[-3000:]
+    assert "raylet: quiet: 9 PYTHON worker processes" in log_file.read_text()
+    assert "9 PYTHON" not in child.stdout + child.stderr
+    assert "verbose: the raylet speaks" in child.stdout
+    assert "verbose" not in log_file.read_text()
