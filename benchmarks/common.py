@@ -83,12 +83,13 @@ def workdir(keep: bool, prefix: str) -> Iterator[Path]:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def copy_fixtures(folder: Path, copies: int) -> list[Path]:
+def copy_fixtures(folder: Path, copies: int, first: int = 0) -> list[Path]:
     """``copies`` copies of each real HARPS fixture file under distinct names (so distinct
-    spectrum ids), in ``folder``; hard links where the filesystem allows."""
+    spectrum ids; numbered from ``first``), in ``folder``; hard links where the
+    filesystem allows."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    for k in range(copies):
+    for k in range(first, first + copies):
         for fixture in FIXTURES:
             target = folder / f"c{k:04d}-{fixture.name}"
             try:
@@ -110,7 +111,8 @@ def start_ray(num_cpus: int = 4) -> float:
 
     seconds, _ = timed(ensure_ray, num_cpus=num_cpus)
     ray.data.DataContext.get_current().enable_progress_bars = False
-    logging.getLogger("ray").setLevel(logging.WARNING)
+    for name in ("ray", "ray.data"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     progress(f"Ray started in {seconds:.1f} s (excluded from the timings)")
     return seconds
 
@@ -189,26 +191,76 @@ def write_demo_store(uri: str, n_spectra: int, per_object: int = 3, seed: int = 
     return store
 
 
-def plain_read(store, columns: list[str]) -> dict[str, np.ndarray]:
-    """The store's committed shards read in this process with pyarrow alone (no Ray):
-    ``pq.read_table`` per shard, tensor columns to (n, L) ndarrays, others to numpy."""
+def plain_shards(store, columns: list[str]) -> Iterator[dict[str, np.ndarray]]:
+    """The store's committed shards read one at a time in this process with pyarrow alone
+    (no Ray): ``pq.read_table`` per shard, tensor columns to (n, L) ndarrays, others to
+    numpy; one dict of arrays per shard."""
     import pyarrow.parquet as pq
 
     from specray import schema, storage
 
-    parts: dict[str, list[np.ndarray]] = {name: [] for name in columns}
     for uri in store.shard_uris():
         fs, path = storage.arrow_filesystem(uri)
         table = pq.read_table(path, columns=columns, filesystem=fs)
+        arrays = {}
         for name in columns:
             column = table[name]
             if name == "flux":
-                parts[name].append(schema.decode_flux(column))
+                arrays[name] = schema.decode_flux(column)
             elif name == "mask":
-                parts[name].append(schema.decode_mask(column, store.grid.length))
+                arrays[name] = schema.decode_mask(column, store.grid.length)
             else:
-                parts[name].append(column.to_numpy(zero_copy_only=False))
-    return {name: np.concatenate(arrays) for name, arrays in parts.items()}
+                arrays[name] = column.to_numpy(zero_copy_only=False)
+        yield arrays
+
+
+def plain_read(store, columns: list[str]) -> dict[str, np.ndarray]:
+    """The whole store as :func:`plain_shards` reads it, concatenated."""
+    shards = list(plain_shards(store, columns))
+    return {name: np.concatenate([shard[name] for shard in shards]) for name in columns}
+
+
+class PeakMemory:
+    """``with PeakMemory() as peak: ...``; then ``peak.megabytes``: the highest system
+    memory in use during the block above its level at the start, MB (10^6 bytes).
+
+    "In use" is MemTotal - MemAvailable from /proc/meminfo (Linux): every process's
+    private memory and shared memory, which is where Ray's object store lives, but not
+    the page cache. Sampled every ``interval`` seconds in a thread; on a quiet machine
+    it is the memory the block needs.
+    """
+
+    def __init__(self, interval: float = 0.05):
+        self.interval = interval
+        self.megabytes = float("nan")
+
+    @staticmethod
+    def in_use_bytes() -> int:
+        fields = {}
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                name, value = line.split(":", 1)
+                fields[name] = int(value.split()[0]) * 1024
+        return fields["MemTotal"] - fields["MemAvailable"]
+
+    def __enter__(self) -> PeakMemory:
+        import threading
+
+        self._start = self._peak = self.in_use_bytes()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._peak = max(self._peak, self.in_use_bytes())
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._peak = max(self._peak, self.in_use_bytes())
+        self.megabytes = (self._peak - self._start) / 1e6
 
 
 # ------------------------------------------------------------------ one training step

@@ -93,8 +93,8 @@ from specray.analysis.significance import (
     format_pvalue,
     min_resolvable_permutations,
     pairwise_node_mi,
-    significance_table,
 )
+from specray.analysis.significance_table import significance_table
 from specray.config import AnalysisConfig, Config
 from specray.errors import InputError, SpecrayError
 from specray.model.posterior import (

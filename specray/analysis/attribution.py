@@ -79,16 +79,14 @@ from specray.analysis.cmi import (
 )
 from specray.analysis.mi import normal_scores
 from specray.analysis.significance import (
-    _chunks,
-    _generator,
-    _remote,
-    _wait_all,
     adjust_pvalues,
     choose_permutations,
     min_resolvable_permutations,
+    permutation_generator,
     pvalue_from_exceedances,
     recentred_interval,
 )
+from specray.analysis.tasks import chunks, remote, wait_all
 from specray.config import AnalysisConfig
 
 _PERM_STREAM = 2
@@ -200,7 +198,7 @@ def null_exceedances(
     table = _neighbour_table(problem, k_perm)
     exceed = np.zeros(stop - start, bool)
     for col, b in enumerate(range(start, stop)):
-        rng = _generator(seed, _PERM_STREAM, _test_key(name), b)
+        rng = permutation_generator(seed, _PERM_STREAM, _test_key(name), b)
         permuted = problem.y[local_permutation(table, problem.y.size, rng)]
         exceed[col] = problem.estimate(permuted) >= observed
     return exceed
@@ -213,7 +211,9 @@ def half_sample_estimates(
     n = problem.y.size
     out = np.empty(stop - start)
     for col, r in enumerate(range(start, stop)):
-        rows = _generator(seed, _HALF_STREAM, _test_key(name), r).choice(n, n // 2, replace=False)
+        rows = permutation_generator(seed, _HALF_STREAM, _test_key(name), r).choice(
+            n, n // 2, replace=False
+        )
         out[col] = problem.rows(np.sort(rows)).estimate()
     return out
 
@@ -240,7 +240,7 @@ def run_tests(
     active = list(problems)
     for start, stop in _rounds(permutations, s.chunk_size):
         calls = [(name, observed[name], name, s.seed, s.k_perm, a, b)
-                 for name in active for a, b in _chunks(stop - start, s.chunk_size, start)]  # fmt: skip
+                 for name in active for a, b in chunks(stop - start, s.chunk_size, start)]  # fmt: skip
         for (name, *_), chunk in zip(calls, run.map(null_exceedances, calls,
                                                     "attribution permutations"), strict=True):  # fmt: skip
             flags[name] = np.concatenate((flags[name], chunk))
@@ -250,7 +250,7 @@ def run_tests(
     halves: dict[str, NDArray] = {name: np.empty(0) for name in problems}
     if ci:
         calls = [(name, name, s.seed, a, b) for name in problems
-                 for a, b in _chunks(s.ci_resamples, max(1, s.chunk_size // 8))]  # fmt: skip
+                 for a, b in chunks(s.ci_resamples, max(1, s.chunk_size // 8))]  # fmt: skip
         for (name, *_), values in zip(calls, run.map(half_sample_estimates, calls,
                                                      "attribution half-samples"), strict=True):  # fmt: skip
             halves[name] = np.concatenate((halves[name], values))
@@ -278,7 +278,7 @@ class _Executor:
         """``fn(problems[name], *args)`` for each ``(name, *args)`` in ``calls``, in order."""
         if not self.parallel:
             return [fn(self.problems[name], *args) for name, *args in calls]
-        return _wait_all([_remote(fn).remote(self.problems[name], *args)
+        return wait_all([remote(fn).remote(self.problems[name], *args)
                           for name, *args in calls], what)  # fmt: skip
 
 

@@ -19,8 +19,8 @@ from specray.analysis.significance import (
     permutation_pvalue,
     permutation_test,
     recentred_interval,
-    significance_table,
 )
+from specray.analysis.significance_table import significance_table
 from specray.model.posterior import informative_nodes
 
 
