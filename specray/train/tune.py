@@ -24,7 +24,6 @@ to ``DIR/tune.json`` and plotted in ``DIR/tune.png``.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import io
 import logging
@@ -37,7 +36,6 @@ from ray import tune as ray_tune
 from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
-from ray.util.queue import Empty, Queue
 
 from specray import storage
 from specray.config import Config
@@ -55,6 +53,7 @@ from specray.train.trainer import (
     fit,
     read_history,
 )
+from specray.train.trial_cleanup import StopTrainingWithTrial, abortable_training
 
 log = logging.getLogger(__name__)
 
@@ -244,74 +243,17 @@ def select_best(
 
 
 # --- one trial -------------------------------------------------------------------------------
-#
-# When Tune stops a trial (ASHA, an error, the end of the search), it ends the trial's actor.
-# The Train controller dies with it, but the placement group of its workers does not: Ray
-# frees a placement group only when its creator *and* the driver's job are gone, and Train
-# relies on a detached cleaner that needs Ray's state API (it fails, for one, when several
-# Ray instances share a host). A leaked group holds its CPUs or GPUs for good, and the next
-# trials wait for them for ever. So each trial hands its Train controller to a mailbox, and
-# the trial's cleanup (which Tune waits for before it frees the trial's resources) aborts
-# the Train run the way Ctrl-C would: workers stopped and their placement group removed.
-
-ABORT_TIMEOUT_S = 60.0
-
-
-@dataclass
-class _RunningTrial:
-    mailbox: Queue
-    stopping: bool = False
-
-    def abort_training(self) -> None:
-        self.stopping = True
-        try:
-            controller = self.mailbox.get(block=False)
-        except Empty:
-            controller = None  # stopped before its first report; Train's own cleaner remains
-        except Exception:  # the mailbox is gone with a finished run
-            controller = None
-        if controller is not None:
-            # abort() ends the controller, so its reply is an error; that is the success
-            with contextlib.suppress(Exception):
-                ray.get(controller.abort.remote(), timeout=ABORT_TIMEOUT_S)
-        self.close()
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):  # already gone
-            self.mailbox.shutdown()
-
-
-_RUNNING: dict[str, _RunningTrial] = {}
-"""The trials running in this process (one per Tune trial actor), by trial id."""
-
-
-class _StopTrainingWithTrial:
-    """Mixed into the Tune trainable: its cleanup first aborts a Train run still going."""
-
-    def cleanup(self):
-        running = _RUNNING.pop(self.trial_id, None)
-        if running is not None:
-            running.abort_training()
-        super().cleanup()
 
 
 class _ReportToTune(TuneReportCallback):
-    """Passes each epoch's metrics to Tune, with the ranked metric in "mean" units added,
-    and posts the Train controller's handle to the trial's mailbox on the first report."""
+    """Passes each epoch's metrics to Tune, with the ranked metric in "mean" units added."""
 
-    def __init__(
-        self, metric: str, normalisation: str, pixels: int, latent_dim: int, mailbox: Queue
-    ):
+    def __init__(self, metric: str, normalisation: str, pixels: int, latent_dim: int):
         super().__init__()
         self._metric = metric
         self._shape = (normalisation, pixels, latent_dim)
-        self._mailbox = mailbox
-        self._posted = False
 
     def after_report(self, run_context, metrics, checkpoint):
-        if not self._posted:
-            self._mailbox.put(ray.get_runtime_context().current_actor)
-            self._posted = True
         if metrics:
             extra = comparable_losses(metrics[0], *self._shape)
             value = extra[self._metric]
@@ -335,25 +277,26 @@ def _run_trial(params: dict, store_uri: str, out_uri: str, base: dict, pixels: i
     config = trial_config(base, params)
     trial_id = ray_tune.get_context().get_trial_id()
     run_uri = storage.join(out_uri, TRIALS_DIR, trial_id)
-    running = _RUNNING[trial_id] = _RunningTrial(Queue(1, actor_options={"num_cpus": 0}))
     report = _ReportToTune(
-        config.tune.metric, config.loss.normalisation, pixels, config.model.latent_dim,
-        running.mailbox,
-    )  # fmt: skip
-    try:
-        result = fit(build_trainer(store_uri, run_uri, config, callbacks=[report]))
-    except Exception:
-        if running.stopping:
-            return  # Tune stopped this trial and its cleanup aborted the run
-        raise
-    finally:
-        if not running.stopping and _RUNNING.pop(trial_id, None) is not None:
-            running.close()
+        config.tune.metric, config.loss.normalisation, pixels, config.model.latent_dim
+    )
+    with abortable_training(trial_id) as running:
+        try:
+            # the controller's handle is posted before the first report reaches Tune,
+            # which may stop the trial there
+            trainer = build_trainer(
+                store_uri, run_uri, config, callbacks=[running.callback, report]
+            )
+            result = fit(trainer)
+        except Exception:
+            if running.stopping:
+                return  # Tune stopped this trial and its cleanup aborted the run
+            raise
     if result.error and not running.stopping:
         raise result.error
 
 
-_run_trial.__mixins__ = (_StopTrainingWithTrial,)  # Tune builds the trainable class with it
+_run_trial.__mixins__ = (StopTrainingWithTrial,)  # Tune builds the trainable class with it
 
 
 _shown_trials: tuple[Progress, int] | None = None
