@@ -4,7 +4,7 @@ Data: a planted latent table, n spectra (one per object) x 128 nodes, 4 labels (
 logg, feh): z11 tracks teff, z124 tracks rv (anti-symmetric, as published), z19, z58, z85,
 z99 are alive but label-free, the other 122 nodes collapsed (N(0, 0.005)).
 
-specray path (timed, Ray start-up excluded): ``specray.analysis.analyze.assess_nodes``,
+specray path (timed, Ray start-up excluded): ``specray.analysis.nodes.assess_nodes``,
 exactly what ``specray analyze`` runs for steps 2-4 with the default configuration except
 that half-sampling intervals are timed separately (the baseline computes none):
 
@@ -92,7 +92,7 @@ def main() -> None:
     args = parse_args(__doc__.splitlines()[0])
     n, perms, calls = (2_000, 500, 40) if args.quick else (10_000, 2_000, 40)
 
-    from specray.analysis.analyze import assess_nodes
+    from specray.analysis.nodes import assess_nodes
     from specray.analysis.significance import half_sample_ci, min_resolvable_permutations
     from specray.config import AnalysisConfig
 

@@ -56,402 +56,46 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import warnings
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 
-from specray import schema, storage
+from specray import storage
 from specray.analysis import figures as fig
 from specray.analysis.anomalies import isolation_forest_scores
 from specray.analysis.attribution import attribution_for_analysis, label_kinds
 from specray.analysis.baseline import summary_line as baseline_summary_line
-from specray.analysis.cmi import category_codes
 from specray.analysis.diagnosis import diagnose, verdict, verdict_line
+from specray.analysis.latents import LatentTable, read_latents
 from specray.analysis.mi import (
     DEFAULT_BINNINGS,
-    MIN_SAMPLES,
     NULL_PERMUTATIONS,
     corrected_histogram_mi_table,
     histogram_mi_table,
     indicator_map,
     max_histogram_bins,
 )
+from specray.analysis.nodes import NodeTests, assess_nodes, marginal_label_nodes
 from specray.analysis.records import ANALYSIS_FILE, AnalysisRecord
-from specray.analysis.selection import (
-    best_per_object,
-    missing_as_nan,
-    select_for_analysis,
-    sigma_clip_mask,
-)
+from specray.analysis.selection import MIN_LABELLED, Selection, select
 from specray.analysis.significance import (
-    UnresolvedPermutationWarning,
     format_pvalue,
     min_resolvable_permutations,
     pairwise_node_mi,
 )
-from specray.analysis.significance_table import significance_table
 from specray.config import AnalysisConfig, Config
-from specray.errors import InputError, SpecrayError
-from specray.model.posterior import (
-    mean_kl_per_node,
-    node_dispersion,
-    node_information,
-)
-from specray.spectra.grid import Grid
+from specray.errors import InputError
 
 log = logging.getLogger(__name__)
 
 REPORT_FILE = "report.html"
 FIGURES_DIR = "figures"
 INDEPENDENCE_METHOD = "ksg"
-MIN_LABELLED = 2 * MIN_SAMPLES
-"""Fewest labelled spectra for a label to be analysed (half-samples need MIN_SAMPLES)."""
-
-
-# ------------------------------------------------------------------ the latent table
-
-
-@dataclass
-class LatentTable:
-    """A latent table in memory: one row per spectrum."""
-
-    uri: str
-    ids: np.ndarray
-    objects: np.ndarray
-    mu: np.ndarray
-    logvar: np.ndarray | None
-    columns: dict[str, np.ndarray]
-    info: dict = field(default_factory=dict)
-    grid: Grid | None = None
-
-    @property
-    def latent_dim(self) -> int:
-        return int(self.mu.shape[1])
-
-    def __len__(self) -> int:
-        return int(self.mu.shape[0])
-
-
-def _tensor(column) -> np.ndarray:
-    try:
-        return schema.tensor_column_to_numpy(column).astype(np.float64)
-    except (AttributeError, TypeError):  # a list column from a hand-made table
-        return np.asarray(column.to_pylist(), dtype=np.float64)
-
-
-def read_latents(uri: str) -> LatentTable:
-    """Read a latent table (see :func:`specray.schema.latent_schema`).
-
-    Needs ``mu`` (D floats per row). ``id`` and ``object`` default to the row number,
-    ``logvar`` may be absent; every other numeric column is kept as a label/meta column,
-    and every text column as a categorical label (codes; the categories in
-    ``info["categories"]``).
-    """
-    if not storage.exists(uri):
-        raise FileNotFoundError(f"{uri}: no such latent table")
-    table = storage.read_parquet(uri)
-    if "mu" not in table.column_names:
-        raise InputError(f"{uri}: not a latent table: no 'mu' column (has {table.column_names})")
-    mu = _tensor(table["mu"])
-    if mu.ndim != 2 or mu.shape[0] != table.num_rows or not np.all(np.isfinite(mu)):
-        raise InputError(f"{uri}: 'mu' must be finite with D values per row, got {mu.shape}")
-    logvar = _tensor(table["logvar"]) if "logvar" in table.column_names else None
-    if logvar is not None and logvar.shape != mu.shape:
-        raise InputError(f"{uri}: 'logvar' {logvar.shape} does not match 'mu' {mu.shape}")
-    rows = np.arange(table.num_rows).astype(str)
-    ids = np.asarray(table["id"].to_pylist(), dtype=str) if "id" in table.column_names else rows
-    objects = (
-        np.asarray(table["object"].to_pylist(), dtype=str)
-        if "object" in table.column_names
-        else ids
-    )
-    columns = {
-        name: table[name].to_numpy().astype(np.float64)
-        for name in table.column_names
-        if name not in ("id", "object", "mu", "logvar")
-        and (pa.types.is_floating(table.schema.field(name).type)
-             or pa.types.is_integer(table.schema.field(name).type))
-    }  # fmt: skip
-    text = [name for name in table.column_names
-            if name not in ("id", "object") and pa.types.is_string(table.schema.field(name).type)]  # fmt: skip
-    categories = {}
-    for name in text:  # categorical labels (e.g. spectral types) as codes 0..C-1, NaN missing
-        columns[name], categories[name] = category_codes(table[name].to_pylist())
-    metadata = table.schema.metadata or {}
-    grid = schema.grid_from_schema(table.schema) if schema.GRID_KEY in metadata else None
-    info = schema.latent_info(table.schema)
-    info["categories"] = categories
-    if "object" not in table.column_names:
-        info["no_object_column"] = True
-    return LatentTable(uri, ids, objects, mu, logvar, columns, info, grid)
-
-
-# ------------------------------------------------------------------ selection
-
-
-@dataclass
-class Selection:
-    rows: np.ndarray
-    labels: dict[str, np.ndarray]
-    info: dict
-    clipped: dict[str, np.ndarray] = field(default_factory=dict)
-    """Per label, the values the sigma clip removed (for the label histograms)."""
-
-
-def select(
-    table: LatentTable, cfg: AnalysisConfig, notes: list[str], no_clip: Sequence[str] = ()
-) -> Selection:
-    """Rows to analyse and, per label, its values on them (NaN where excluded).
-
-    Labels in ``no_clip`` (discrete and categorical ones) are not sigma-clipped."""
-    usable, placeholders = [], {}
-    marks = None if cfg.placeholders is None else tuple(cfg.placeholders)
-    rule = (
-        "all nines, far from the other values"
-        if marks is None
-        else ", ".join(f"{v:g}" for v in marks)
-    )
-    for name in dict.fromkeys(cfg.labels):
-        values = table.columns.get(name)
-        if values is not None:
-            values, placeholders[name] = missing_as_nan(values, marks)
-            table.columns[name] = values  # every later step sees placeholders as missing
-            if placeholders[name]:
-                notes.append(
-                    f"label {name!r}: {placeholders[name]} placeholder value(s) "
-                    f"({rule}) treated as missing"
-                )
-        if values is None:
-            notes.append(f"label {name!r} is not in the latent table; skipped")
-        elif not np.any(np.isfinite(values)):
-            notes.append(f"label {name!r} has no values in the latent table; skipped")
-        else:
-            usable.append(name)
-    if cfg.labels and not usable:
-        raise NoUsableLabels(_no_labels_message(table, cfg.labels))
-    snr = table.columns.get("snr", np.full(len(table), np.nan))
-    if cfg.one_per_object and not np.any(np.isfinite(snr)):
-        notes.append("no SNR values: one spectrum per object chosen by row order, not SNR")
-    if not cfg.one_per_object:
-        notes.append(
-            "one_per_object is off: repeated spectra of one star inflate MI and make the "
-            "permutation null too optimistic"
-        )
-    sigma = cfg.sigma_clip if cfg.sigma_clip and cfg.sigma_clip > 0 else None
-    per_label_sigma = sigma
-    if cfg.complete_cases and usable:
-        columns = {name: table.columns[name] for name in usable}
-        columns.update(snr=snr, object=table.objects)
-        rows = select_for_analysis(
-            columns, usable, sigma=sigma, one_per_object=cfg.one_per_object, placeholders=marks
-        )
-        per_label_sigma = None  # clipped jointly already
-    elif cfg.one_per_object:
-        rows = best_per_object(table.objects, snr)
-    else:
-        rows = np.arange(len(table))
-    labels, per_label, clipped = {}, {}, {}
-    for name in usable:
-        values = table.columns[name][rows].astype(np.float64)
-        finite = np.isfinite(values)
-        clip = per_label_sigma is not None and name not in no_clip
-        keep = sigma_clip_mask([values], finite, sigma) if clip else finite
-        clipped[name] = values[finite & ~keep]
-        values[~keep] = np.nan
-        per_label[name] = {
-            "n_placeholder": placeholders[name],
-            "n_finite": int(finite.sum()),
-            "n_clipped": int(finite.sum() - keep.sum()),
-            "n": int(keep.sum()),
-        }
-        if keep.sum() < MIN_LABELLED:
-            notes.append(f"label {name!r} has only {keep.sum()} values after selection; skipped")
-        else:
-            labels[name] = values
-    info = {
-        "one_per_object": cfg.one_per_object,
-        "sigma_clip": sigma,
-        "clip_method": "iterated median/MAD (astropy sigma_clip, mad_std)",
-        "placeholders": rule,
-        "complete_cases": cfg.complete_cases,
-        "per_label": per_label,
-    }
-    return Selection(rows, labels, info, clipped)
-
-
-class NoUsableLabels(SpecrayError, ValueError):
-    """No requested label has a value in the data (a typo, or labels never joined)."""
-
-
-def _no_labels_message(table: LatentTable, requested: list[str]) -> str:
-    """Why each requested label is unusable, and which labels the data does hold."""
-    problems = [
-        f"{name!r} is not in the data" if name not in table.columns else f"{name!r} has no values"
-        for name in dict.fromkeys(requested)
-    ]
-    held = [name for name, values in table.columns.items() if np.any(np.isfinite(values))]
-    return (
-        f"{table.uri}: no label to analyse: {'; '.join(problems)}. "
-        f"Labels with values: {', '.join(held) or 'none'} (choose with --labels)"
-    )
 
 
 # ------------------------------------------------------------------ the steps
-
-
-def _significance(mu, labels, nodes, cfg, notes, **kwargs) -> list[dict]:
-    """significance_table, with a too-small permutation count recorded as a warning."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", UnresolvedPermutationWarning)
-        rows = significance_table(
-            mu, labels, nodes=nodes, seed=cfg.seed, alpha=cfg.alpha, fdr=cfg.fdr, **kwargs
-        )
-    notes.extend(
-        str(w.message) for w in caught if issubclass(w.category, UnresolvedPermutationWarning)
-    )
-    return rows
-
-
-def _screen(mu, labels, cfg, notes) -> dict:
-    rows = _significance(mu, labels, None, cfg, notes, method="copula", ci_resamples=0)
-    keep = ("node", "label", "mi", "p_value", "p_adjusted", "significant")
-    pairs = [{key: row[key] for key in keep} for row in rows]
-    return {"estimator": "copula", "permutations": rows[0]["permutations"], "pairs": pairs}
-
-
-@dataclass
-class NodeTests:
-    """Steps 2-4: which nodes are alive, and which node-label pairs are significant."""
-
-    mad: np.ndarray
-    informative: list[int]
-    kl: np.ndarray | None
-    screen: dict | None
-    rows: list[dict]
-    information: np.ndarray | None = None
-    live_sets: dict = field(default_factory=dict)
-
-    @property
-    def n_tests(self) -> int:
-        return len(self.rows)
-
-
-def live_node_sets(
-    mu: np.ndarray, logvar: np.ndarray | None, cfg: AnalysisConfig, notes: list[str]
-) -> tuple[dict, np.ndarray, np.ndarray | None]:
-    """Both live-node criteria (see :mod:`specray.model.posterior`), which is analysed.
-
-    Returns ``({criterion: {nodes, threshold, unit, measure, analysed}}, mad, information)``;
-    the information criterion needs logvar, and without it the MAD set is analysed.
-    """
-    mad = node_dispersion(mu, cfg.dispersion_threshold)["mad"]
-    sets = {
-        "mad": {
-            "measure": "unscaled MAD of mu (the paper's criterion)",
-            "threshold": cfg.dispersion_threshold,
-            "unit": "latent units",
-            "nodes": [int(j) for j in np.flatnonzero(mad > cfg.dispersion_threshold)],
-        }
-    }
-    information = None if logvar is None else node_information(mu, logvar)
-    if information is not None:
-        sets["information"] = {
-            "measure": "0.5 ln(1 + Var(mu) / E[sigma^2])",
-            "threshold": cfg.information_threshold,
-            "unit": "nat",
-            "nodes": [int(j) for j in np.flatnonzero(information > cfg.information_threshold)],
-        }
-    analysed = cfg.live_criterion
-    if analysed not in sets:
-        notes.append("the latent table has no logvar: live nodes chosen by the MAD of mu instead")
-        analysed = "mad"
-    for name, entry in sets.items():
-        entry["analysed"] = name == analysed
-    if "information" in sets and sets["information"]["nodes"] != sets["mad"]["nodes"]:
-        only_mad = sorted(set(sets["mad"]["nodes"]) - set(sets["information"]["nodes"]))
-        if only_mad:
-            notes.append(
-                f"{len(only_mad)} node(s) pass the paper's MAD threshold but carry under "
-                f"{cfg.information_threshold:g} nat (posterior wider than the spread of mu): "
-                + ", ".join(f"z{j}" for j in only_mad)
-            )
-    return sets, mad, information
-
-
-def assess_nodes(
-    mu: np.ndarray,
-    labels: dict[str, np.ndarray],
-    cfg: AnalysisConfig,
-    notes: list[str],
-    logvar: np.ndarray | None = None,
-) -> NodeTests:
-    """Live nodes by both criteria, the copula screen of all nodes, and the significance of
-    every live node x label pair (Ray fan-out). Caveats are appended to ``notes``."""
-    sets, mad, information = live_node_sets(mu, logvar, cfg, notes)
-    analysed = next(name for name, entry in sets.items() if entry["analysed"])
-    informative = sets[analysed]["nodes"]
-    kl = mean_kl_per_node(mu, logvar) if logvar is not None else None
-    if not informative:
-        notes.append(
-            f"no node passes the {analysed} criterion (above "
-            f"{sets[analysed]['threshold']:g} {sets[analysed]['unit']}): no node is live, "
-            "so no node-label pair was tested"
-        )
-    screen = _screen(mu, labels, cfg, notes) if cfg.screen and labels else None
-    _note_screened_nodes(screen, informative, mad, information, analysed, notes)
-    rows: list[dict] = []
-    if informative and labels:
-        rows = _significance(
-            mu, labels, informative, cfg, notes,
-            method=cfg.estimator, permutations=_requested_permutations(cfg),
-            ci_resamples=cfg.ci_resamples,
-        )  # fmt: skip
-    if cfg.estimator == "histogram":
-        notes.append("histogram MI is biased upward (~(bins-1)^2/(2n) nat); prefer ksg")
-    return NodeTests(mad, informative, kl, screen, rows, information, sets)
-
-
-def _note_screened_nodes(screen, informative, mad, information, analysed, notes) -> None:
-    """One caveat per node that is not live but that the copula screen relates to labels."""
-    related: dict[int, list[dict]] = {}
-    for pair in screen["pairs"] if screen else []:
-        if pair["significant"] and pair["node"] not in informative:
-            related.setdefault(pair["node"], []).append(pair)
-    for j, pairs in sorted(related.items()):
-        measure = f"MAD {mad[j]:.3g}" if information is None else (
-            f"{information[j]:.3g} nat, MAD {mad[j]:.3g}"
-        )  # fmt: skip
-        found = ", ".join(
-            f"{p['label']} (MI {p['mi']:.3f} nat, adjusted p {p['p_adjusted']:.3g})"
-            for p in sorted(pairs, key=lambda p: -p["mi"])
-        )
-        notes.append(
-            f"node {j} is not live by the {analysed} criterion ({measure}) but the copula "
-            f"screen finds it related to {found}"
-        )
-
-
-def _requested_permutations(cfg: AnalysisConfig) -> int | None:
-    """The configured B, or None ("auto", or 0 as before) to let significance choose it."""
-    return None if cfg.permutations in ("auto", 0) else int(cfg.permutations)
-
-
-def _label_nodes(rows: list[dict], labels: list[str]) -> dict[str, dict | None]:
-    out: dict[str, dict | None] = {}
-    for label in labels:
-        hits = [row for row in rows if row["label"] == label and row["significant"]]
-        best = max(hits, key=lambda row: row["mi"]) if hits else None
-        out[label] = (
-            None
-            if best is None
-            else {key: best.get(key) for key in ("node", "mi", "ci", "p_adjusted", "at_floor")}
-        )
-    return out
 
 
 def _histogram_mi(mu: np.ndarray, labels: dict[str, np.ndarray], seed: int) -> dict:
@@ -640,41 +284,18 @@ def analyze(
         None if uri is None else storage.normalize(uri) for uri in (out, data, model, latents)
     )
     cfg = config.analysis if isinstance(config, Config) else config
-    _check_sources(data, model, latents)
-    if latents is None:
-        from specray.analysis.encode import encode_store
-
-        latents = encode_store(
-            data, model, out, batch_size=cfg.encode_batch_size, actors=cfg.encode_actors
-        )
-    table = read_latents(latents)
+    latents, table = _latent_table(out, cfg, data, model, latents)
     # Traversals decode with the very checkpoint that encoded (pinned in the table), or
     # with the model given beside --latents.
     decoder = table.info.get("checkpoint", model) if data else model
     notes: list[str] = []
-    if table.info.get("no_object_column"):
-        notes.append("the latent table has no 'object' column: every row counts as an object")
-    # attribution: label kinds before selection (discrete labels are not clipped), and the
-    # nuisance labels it conditions on are selected like the others
-    wanted = list(dict.fromkeys([*cfg.labels, *cfg.condition]))
-    present = {name: table.columns[name] for name in wanted if name in table.columns}
-    kinds = label_kinds(present, list(table.info.get("categories", {})), cfg)
-    discrete = [name for name, kind in kinds.items() if kind["kind"] != "continuous"]
-    sel = select(table, dataclasses.replace(cfg, labels=wanted), notes, discrete)
+    sel, kinds = _selection(table, cfg, notes)
     mu = table.mu[sel.rows]
-    log.info("analysing %d of %d spectra, %d labels", len(sel.rows), len(table), len(sel.labels))
-    labels = list(sel.labels)
-
     logvar = table.logvar[sel.rows] if table.logvar is not None else None
     tests = assess_nodes(mu, sel.labels, cfg, notes, logvar)
-    informative, rows = tests.informative, tests.rows
-    independence = None
-    if len(informative) >= 2 and len(mu) < MIN_LABELLED:
-        notes.append(f"only {len(mu)} spectra selected: node independence not estimated")
-    elif len(informative) >= 2:
-        matrix = pairwise_node_mi(mu, informative, method=INDEPENDENCE_METHOD, seed=cfg.seed)
-        independence = {"nodes": informative, "estimator": "ksg(k=3,copula)", "mi": matrix}
-    histogram = _histogram_mi(mu, sel.labels, cfg.seed) if labels else None
+    informative = tests.informative
+    independence = _independence(mu, informative, cfg, notes)
+    histogram = _histogram_mi(mu, sel.labels, cfg.seed) if sel.labels else None
     attribution = attribution_for_analysis(mu, sel.labels, informative, kinds, cfg, notes)
     figures = _figures(table, sel, cfg, tests, histogram, independence, decoder, notes)
     baseline = _baseline(table, sel, informative, data, decoder, cfg, notes, figures)
@@ -685,15 +306,10 @@ def analyze(
         None if snr is None else snr[sel.rows], table.info, notes,
     )  # fmt: skip
     figures.update(diagnosis_figures)
+    labels = list(sel.labels)
     values = {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "source": {
-            "latents": latents,
-            "data": data,
-            "model": model,
-            **{key: table.info.get(key) for key in ("checkpoint", "epoch", "step", "store")},
-            "grid": json.loads(table.grid.to_json()) if table.grid else None,
-        },
+        "source": _source(table, latents, data, model),
         "n_spectra": len(table),
         "n_objects": int(np.unique(table.objects).size),
         "n_selected": int(len(sel.rows)),
@@ -702,21 +318,11 @@ def analyze(
         "selection": sel.info,
         "informative_nodes": informative,
         "live_nodes": tests.live_sets,
-        "dispersion": [
-            {
-                "node": j,
-                "mad": tests.mad[j],
-                "information": None if tests.information is None else tests.information[j],
-                "kl": None if tests.kl is None else tests.kl[j],
-                "informative": j in informative,
-                **{f"live_{name}": j in entry["nodes"] for name, entry in tests.live_sets.items()},
-            }
-            for j in range(table.latent_dim)
-        ],  # fmt: skip
+        "dispersion": _dispersion_rows(tests, table.latent_dim),
         "screen": tests.screen,
-        "mi": rows,
+        "mi": tests.rows,
         "label_nodes": attribution["label_nodes"] if attribution else dict.fromkeys(labels),
-        "label_nodes_marginal": _label_nodes(rows, labels),
+        "label_nodes_marginal": marginal_label_nodes(tests.rows, labels),
         "label_kinds": {name: kinds[name] for name in labels},
         "attribution": attribution,
         "node_independence": independence,
@@ -724,18 +330,7 @@ def analyze(
         "anomalies": _anomalies(table, informative, cfg),
         "baseline": baseline,
         "node_wavelengths": node_wavelengths,
-        "permutations": {
-            "requested": cfg.permutations or "auto",
-            "floor": 1 / (rows[0]["permutations"] + 1) if rows else None,
-            "used": rows[0]["permutations"] if rows else None,
-            "needed": (
-                min_resolvable_permutations(tests.n_tests, cfg.alpha, cfg.fdr) if rows else None
-            ),
-            "resolvable": rows[0]["resolvable"] if rows else None,
-            "fdr": cfg.fdr,
-            "alpha": cfg.alpha,
-            "n_tests": tests.n_tests,
-        },
+        "permutations": _permutations(tests, cfg),
         "config": dataclasses.asdict(cfg),
         **diagnosis_record,
         "figures": [
@@ -748,6 +343,91 @@ def analyze(
     values = _clean(values)
     record = AnalysisRecord(**values, verdict=verdict(values))
     return _write(out, latents, record, figures)
+
+
+def _latent_table(
+    out: str, cfg: AnalysisConfig, data: str | None, model: str | None, latents: str | None
+) -> tuple[str, LatentTable]:
+    """The latent table to analyse and its URI: ``latents``, or the store ``data``
+    encoded with ``model`` into ``out`` first."""
+    _check_sources(data, model, latents)
+    if latents is None:
+        from specray.analysis.encode import encode_store
+
+        latents = encode_store(
+            data, model, out, batch_size=cfg.encode_batch_size, actors=cfg.encode_actors
+        )
+    return latents, read_latents(latents)
+
+
+def _selection(table: LatentTable, cfg: AnalysisConfig, notes: list[str]) -> tuple[Selection, dict]:
+    """The rows and label values to analyse, and each label's kind.
+
+    Kinds are detected before selection (discrete labels are not clipped), and the
+    nuisance labels the attribution conditions on are selected like the others."""
+    if table.info.get("no_object_column"):
+        notes.append("the latent table has no 'object' column: every row counts as an object")
+    wanted = list(dict.fromkeys([*cfg.labels, *cfg.condition]))
+    present = {name: table.columns[name] for name in wanted if name in table.columns}
+    kinds = label_kinds(present, list(table.info.get("categories", {})), cfg)
+    discrete = [name for name, kind in kinds.items() if kind["kind"] != "continuous"]
+    sel = select(table, dataclasses.replace(cfg, labels=wanted), notes, discrete)
+    log.info("analysing %d of %d spectra, %d labels", len(sel.rows), len(table), len(sel.labels))
+    return sel, kinds
+
+
+def _independence(
+    mu: np.ndarray, informative: list[int], cfg: AnalysisConfig, notes
+) -> dict | None:
+    """KSG MI between every pair of live nodes (method.md 5d), when there are two or more."""
+    if len(informative) < 2:
+        return None
+    if len(mu) < MIN_LABELLED:
+        notes.append(f"only {len(mu)} spectra selected: node independence not estimated")
+        return None
+    matrix = pairwise_node_mi(mu, informative, method=INDEPENDENCE_METHOD, seed=cfg.seed)
+    return {"nodes": informative, "estimator": "ksg(k=3,copula)", "mi": matrix}
+
+
+def _source(table: LatentTable, latents: str, data: str | None, model: str | None) -> dict:
+    """Where the analysed latents came from (analysis.json ``source``)."""
+    return {
+        "latents": latents,
+        "data": data,
+        "model": model,
+        **{key: table.info.get(key) for key in ("checkpoint", "epoch", "step", "store")},
+        "grid": json.loads(table.grid.to_json()) if table.grid else None,
+    }
+
+
+def _dispersion_rows(tests: NodeTests, latent_dim: int) -> list[dict]:
+    """Per node: its MAD, information and KL, and whether each criterion calls it live."""
+    return [
+        {
+            "node": j,
+            "mad": tests.mad[j],
+            "information": None if tests.information is None else tests.information[j],
+            "kl": None if tests.kl is None else tests.kl[j],
+            "informative": j in tests.informative,
+            **{f"live_{name}": j in entry["nodes"] for name, entry in tests.live_sets.items()},
+        }
+        for j in range(latent_dim)
+    ]
+
+
+def _permutations(tests: NodeTests, cfg: AnalysisConfig) -> dict:
+    """The permutation count asked for, used and needed to resolve the FDR threshold."""
+    rows = tests.rows
+    return {
+        "requested": cfg.permutations or "auto",
+        "floor": 1 / (rows[0]["permutations"] + 1) if rows else None,
+        "used": rows[0]["permutations"] if rows else None,
+        "needed": min_resolvable_permutations(tests.n_tests, cfg.alpha, cfg.fdr) if rows else None,
+        "resolvable": rows[0]["resolvable"] if rows else None,
+        "fdr": cfg.fdr,
+        "alpha": cfg.alpha,
+        "n_tests": tests.n_tests,
+    }
 
 
 def _write(out: str, latents: str, record: AnalysisRecord, figures: dict) -> AnalysisSummary:

@@ -19,18 +19,23 @@ deviation, as "5-sigma clip" is often read, fails exactly when it matters: 39 st
 [Fe/H] = 9999 among 300 inflate the standard deviation to ~3,000 dex and all 39 survive.
 A row is removed when it lies more than ``sigma`` widths from the centre in ANY label.
 
-Works on plain NumPy columns (a mapping of name -> array); no pandas needed.
+The rules work on plain NumPy columns (a mapping of name -> array); no pandas needed.
+:func:`select` applies them to a latent table as ``specray analyze`` configures them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 from astropy.stats import mad_std, sigma_clip
 from numpy.typing import ArrayLike, NDArray
 
-from specray.errors import InputError
+from specray.analysis.latents import LatentTable
+from specray.analysis.mi import MIN_SAMPLES
+from specray.config import AnalysisConfig
+from specray.errors import InputError, SpecrayError
 from specray.placeholders import placeholders as shared_placeholders
 
 IntArray = NDArray[np.intp]
@@ -197,3 +202,116 @@ def _dedup(
     out = np.zeros(n, dtype=bool)
     out[chosen] = True
     return out
+
+
+# ------------------------------------------------------------------ a latent table's selection
+
+MIN_LABELLED = 2 * MIN_SAMPLES
+"""Fewest labelled spectra for a label to be analysed (half-samples need MIN_SAMPLES)."""
+
+
+@dataclass
+class Selection:
+    rows: np.ndarray
+    labels: dict[str, np.ndarray]
+    info: dict
+    clipped: dict[str, np.ndarray] = field(default_factory=dict)
+    """Per label, the values the sigma clip removed (for the label histograms)."""
+
+
+def select(
+    table: LatentTable, cfg: AnalysisConfig, notes: list[str], no_clip: Sequence[str] = ()
+) -> Selection:
+    """Rows to analyse and, per label, its values on them (NaN where excluded).
+
+    Labels in ``no_clip`` (discrete and categorical ones) are not sigma-clipped."""
+    usable, placeholders = [], {}
+    marks = None if cfg.placeholders is None else tuple(cfg.placeholders)
+    rule = (
+        "all nines, far from the other values"
+        if marks is None
+        else ", ".join(f"{v:g}" for v in marks)
+    )
+    for name in dict.fromkeys(cfg.labels):
+        values = table.columns.get(name)
+        if values is not None:
+            values, placeholders[name] = missing_as_nan(values, marks)
+            table.columns[name] = values  # every later step sees placeholders as missing
+            if placeholders[name]:
+                notes.append(
+                    f"label {name!r}: {placeholders[name]} placeholder value(s) "
+                    f"({rule}) treated as missing"
+                )
+        if values is None:
+            notes.append(f"label {name!r} is not in the latent table; skipped")
+        elif not np.any(np.isfinite(values)):
+            notes.append(f"label {name!r} has no values in the latent table; skipped")
+        else:
+            usable.append(name)
+    if cfg.labels and not usable:
+        raise NoUsableLabels(_no_labels_message(table, cfg.labels))
+    snr = table.columns.get("snr", np.full(len(table), np.nan))
+    if cfg.one_per_object and not np.any(np.isfinite(snr)):
+        notes.append("no SNR values: one spectrum per object chosen by row order, not SNR")
+    if not cfg.one_per_object:
+        notes.append(
+            "one_per_object is off: repeated spectra of one star inflate MI and make the "
+            "permutation null too optimistic"
+        )
+    sigma = cfg.sigma_clip if cfg.sigma_clip and cfg.sigma_clip > 0 else None
+    per_label_sigma = sigma
+    if cfg.complete_cases and usable:
+        columns = {name: table.columns[name] for name in usable}
+        columns.update(snr=snr, object=table.objects)
+        rows = select_for_analysis(
+            columns, usable, sigma=sigma, one_per_object=cfg.one_per_object, placeholders=marks
+        )
+        per_label_sigma = None  # clipped jointly already
+    elif cfg.one_per_object:
+        rows = best_per_object(table.objects, snr)
+    else:
+        rows = np.arange(len(table))
+    labels, per_label, clipped = {}, {}, {}
+    for name in usable:
+        values = table.columns[name][rows].astype(np.float64)
+        finite = np.isfinite(values)
+        clip = per_label_sigma is not None and name not in no_clip
+        keep = sigma_clip_mask([values], finite, sigma) if clip else finite
+        clipped[name] = values[finite & ~keep]
+        values[~keep] = np.nan
+        per_label[name] = {
+            "n_placeholder": placeholders[name],
+            "n_finite": int(finite.sum()),
+            "n_clipped": int(finite.sum() - keep.sum()),
+            "n": int(keep.sum()),
+        }
+        if keep.sum() < MIN_LABELLED:
+            notes.append(f"label {name!r} has only {keep.sum()} values after selection; skipped")
+        else:
+            labels[name] = values
+    info = {
+        "one_per_object": cfg.one_per_object,
+        "sigma_clip": sigma,
+        "clip_method": "iterated median/MAD (astropy sigma_clip, mad_std)",
+        "placeholders": rule,
+        "complete_cases": cfg.complete_cases,
+        "per_label": per_label,
+    }
+    return Selection(rows, labels, info, clipped)
+
+
+class NoUsableLabels(SpecrayError, ValueError):
+    """No requested label has a value in the data (a typo, or labels never joined)."""
+
+
+def _no_labels_message(table: LatentTable, requested: list[str]) -> str:
+    """Why each requested label is unusable, and which labels the data does hold."""
+    problems = [
+        f"{name!r} is not in the data" if name not in table.columns else f"{name!r} has no values"
+        for name in dict.fromkeys(requested)
+    ]
+    held = [name for name, values in table.columns.items() if np.any(np.isfinite(values))]
+    return (
+        f"{table.uri}: no label to analyse: {'; '.join(problems)}. "
+        f"Labels with values: {', '.join(held) or 'none'} (choose with --labels)"
+    )

@@ -5,7 +5,10 @@ The Train controller dies with it, but the placement group of its workers does n
 frees a placement group only when its creator *and* the driver's job are gone, and Train
 relies on a detached cleaner that needs Ray's state API (it fails, for one, when several
 Ray instances share a host). A leaked group holds its CPUs or GPUs for good, and the next
-trials wait for them for ever.
+trials wait for them for ever. This is Ray's issue ray-project/ray#54305 ("[Ray Tune +
+Train V2] Broken resource sharing among Tune trials"; a maintainer there: when a trial
+actor is terminated rather than its controller exiting, "the placement group created by
+Train V2 is there"), still so in Ray 2.60. Remove this module when Ray fixes it.
 
 So each trial runs its Train fit inside :func:`abortable_training`, whose callback posts
 the Train controller's handle to a mailbox on the first report; the trial's cleanup (the

@@ -10,8 +10,10 @@ import pytest
 import torch
 
 from specray import progress, schema
-from specray.analysis.analyze import LatentTable, analyze, select
+from specray.analysis.analyze import analyze
 from specray.analysis.encode import GridMismatchError
+from specray.analysis.latents import LatentTable
+from specray.analysis.selection import select
 from specray.analysis.wavelengths import decoder_sensitivity, node_sensitivity
 from specray.cli import main
 from specray.config import AnalysisConfig, Config, load_config
@@ -387,7 +389,7 @@ def test_label_kinds_and_attribution_in_analysis_json(tmp_path):
 
 
 def test_a_screened_node_gets_one_caveat_naming_all_its_labels():
-    from specray.analysis.analyze import _note_screened_nodes
+    from specray.analysis.nodes import note_screened_nodes
 
     pair = {"significant": True, "p_adjusted": 0.001}
     screen = {"pairs": [
@@ -398,6 +400,6 @@ def test_a_screened_node_gets_one_caveat_naming_all_its_labels():
     ]}  # fmt: skip
     notes = []
     mad, information = np.full(12, 0.01), np.full(12, 0.02)
-    _note_screened_nodes(screen, [2, 7], mad, information, "information", notes)
+    note_screened_nodes(screen, [2, 7], mad, information, "information", notes)
     assert len(notes) == 1 and notes[0].startswith("node 11 is not live by the information")
     assert notes[0].index("teff (MI 0.400") < notes[0].index("rv (MI 0.200")
