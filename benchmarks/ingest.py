@@ -8,6 +8,8 @@ passes, one before and one after the ingest, averaged, to even out machine load)
 
 Also reported:
 
+* a time breakdown: the first 20 files run stage by stage in one process without Ray
+  (read, resample, encode, write; :func:`stage_breakdown`), in ms per spectrum;
 * bytes per spectrum in the store (zstd Parquet, float16 flux + uint8 mask) against raw
   float32 on the grid (327,680 x 4 bytes) and against the gzipped input file. Measured on
   the warm-up store of the two distinct files: the N-copies store holds identical rows,
@@ -104,6 +106,44 @@ def float16_error(store) -> list[dict]:
     return rows
 
 
+BREAKDOWN_FILES = 20
+"""Files timed stage by stage (single process, no Ray) for the breakdown."""
+
+
+def stage_breakdown(paths: list[Path], folder: Path) -> dict[str, float]:
+    """Seconds per spectrum of each ingest stage, run in this process on ``paths`` the way
+    a Ray ingest task runs them: read (``read_spectrum``: open, gunzip, parse FITS),
+    resample (``prepared_row``: normalise, put on the harps grid, mask, SNR cut), encode
+    (``stage_table``: the staged Arrow table, float16 flux and bit-packed mask) and write
+    (``write_shard``: Parquet with zstd, atomic write)."""
+    from specray import schema
+    from specray.data.ingest import Preprocessing, prepared_row, stage_table
+    from specray.data.shards import write_shard
+    from specray.spectra.fits import read_spectrum
+    from specray.spectra.grid import named_grid
+
+    grid, prep = named_grid("harps"), Preprocessing()
+    store_schema = schema.store_schema(grid)
+    seconds = dict.fromkeys(("read", "resample", "encode", "write"), 0.0)
+    rows = []
+    for path in paths:
+        with Timer() as read, open(path, "rb") as handle:
+            raw = read_spectrum(handle, name=path.name)
+        with Timer() as resample:
+            row = prepared_row(raw.id, raw.object, raw.wavelength, raw.flux, {}, grid, prep)
+        seconds["read"] += read.seconds
+        seconds["resample"] += resample.seconds
+        rows.append({**row, "source": str(path)})
+    with Timer() as encode:
+        table = stage_table(rows, store_schema, grid)
+    with Timer() as write:
+        write_shard(
+            str(folder), table.select(store_schema.names), store_schema, "breakdown.parquet"
+        )
+    seconds["encode"], seconds["write"] = encode.seconds, write.seconds
+    return {stage: total / len(paths) for stage, total in seconds.items()}
+
+
 def main() -> None:
     args = parse_args(__doc__.splitlines()[0])
     copies = 20 if args.quick else 100
@@ -142,6 +182,14 @@ def main() -> None:
         per_spectrum = run.seconds / n_files
         progress(f"ingest {per_spectrum * 1e3:.1f} ms/spectrum vs bare read {bare * 1e3:.1f}")
 
+        breakdown = stage_breakdown(inputs[:BREAKDOWN_FILES], tmp / "breakdown")
+        progress(
+            "stages in one process (ms/spectrum, first "
+            f"{BREAKDOWN_FILES} files): "
+            + ", ".join(f"{stage} {value * 1e3:.1f}" for stage, value in breakdown.items())
+            + f"; sum {sum(breakdown.values()) * 1e3:.1f}"
+        )
+
         warm_store = open_store(str(tmp / "warm-store"))
         distinct_bytes = store_bytes(warm_store) / warm_store.n_spectra()
         copies_bytes = store_bytes(open_store(str(tmp / "store"))) / n_files
@@ -172,6 +220,7 @@ def main() -> None:
             "bare_read_seconds_per_spectrum": bare,
             "ingest_spectra_per_second": 1 / per_spectrum,
             "ingest_seconds": run.seconds,
+            "stage_seconds_per_spectrum_one_process": breakdown,
             "ray_start_seconds": ray_seconds,
             "warmup_ingest_seconds_2_files": warm_seconds,
             "store_bytes_per_spectrum": distinct_bytes,
