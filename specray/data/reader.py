@@ -64,8 +64,13 @@ def data_fingerprint(store: Store) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def read_store(store: Store, columns: list[str], shuffle: bool = False) -> ray.data.Dataset:
+def read_store(
+    store: Store, columns: list[str], shuffle: bool = False, seed: int | None = None
+) -> ray.data.Dataset:
     """The store's committed shards as a Ray Dataset of ``columns``.
+
+    ``shuffle`` reads the shards in a random order, a new one on every pass; with a
+    ``seed`` the sequence of orders is the same in every run.
 
     ``flux`` and ``mask`` arrive as (n, L) float16 / uint8 tensor columns whatever the
     store's format (:func:`specray.schema.as_tensor_columns`), so no later stage needs to
@@ -76,7 +81,8 @@ def read_store(store: Store, columns: list[str], shuffle: bool = False) -> ray.d
         raise StoreError(f"{store.uri}: the store is empty; ingest some spectra first")
     fs, _ = storage.arrow_filesystem(shards[0])
     paths = [storage.arrow_filesystem(uri)[1] for uri in shards]
-    dataset = ray.data.read_parquet(paths, filesystem=fs, shuffle="files" if shuffle else None)
+    order = ray.data.FileShuffleConfig(seed=seed) if shuffle else None
+    dataset = ray.data.read_parquet(paths, filesystem=fs, shuffle=order)
     dataset = dataset.select_columns(columns)
     if {"flux", "mask"} & set(columns):
         dataset = dataset.map_batches(
@@ -134,9 +140,17 @@ def store_bytes(store: Store) -> int:
 
 
 def training_datasets(
-    store_uri: str, val_fraction: float, balance: bool, materialize_below_mb: float = 0
+    store_uri: str,
+    val_fraction: float,
+    balance: bool,
+    materialize_below_mb: float = 0,
+    seed: int | None = None,
 ) -> tuple[ray.data.Dataset, ray.data.Dataset, Store]:
     """(train, validation) datasets of ``flux``, ``mask``, ``weight``, and the store.
+
+    Reproducible with a ``seed``: the training shards are shuffled by it and both
+    datasets keep their blocks in read order (``preserve_order``), so the same seed
+    gives the same batches whichever read task finishes first.
 
     A store smaller than ``materialize_below_mb`` is read once into Ray's object store, so
     epochs do not pay for re-reading (and re-starting the read pipeline); a larger one
@@ -146,11 +160,12 @@ def training_datasets(
     table = ObjectTable.of(object_counts(store), val_fraction, balance)
     datasets = []
     for validation, shuffle in ((False, True), (True, False)):
-        split = read_store(store, TRAIN_COLUMNS, shuffle=shuffle).map_batches(
+        split = read_store(store, TRAIN_COLUMNS, shuffle=shuffle, seed=seed).map_batches(
             _split_and_weigh,
             batch_format="pyarrow",
             fn_kwargs={"table": table, "validation": validation},
         )
+        split.context.execution_options.preserve_order = seed is not None
         datasets.append(split)
     if store_bytes(store) < materialize_below_mb * 2**20:
         datasets = [dataset.materialize() for dataset in datasets]

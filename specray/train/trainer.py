@@ -306,6 +306,7 @@ def build_trainer(
         config.train.val_fraction,
         config.train.balance_objects,
         config.train.materialize_below_mb,
+        config.train.seed,
     )
     meta = CheckpointMeta(
         config=config.to_dict(),
