@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 import ray
 
 from specray import schema, storage
-from specray.data.store import SHARDS_DIR, Store, StoreError, open_store
+from specray.data.store import SHARDS_DIR, Store, StoreError
 
 TRAIN_COLUMNS = ["flux", "mask", "object"]
 
@@ -43,9 +43,8 @@ def object_counts(store: Store) -> Counter:
     return counts
 
 
-def split_sizes(store: Store, val_fraction: float) -> tuple[int, int]:
-    """(training, validation) spectra in the store's split, from the ``object`` column alone."""
-    counts = object_counts(store)
+def split_sizes(counts: Counter, val_fraction: float) -> tuple[int, int]:
+    """(training, validation) spectra in the split of a store with these :func:`object_counts`."""
     objects = np.array(list(counts), dtype=object)
     in_validation = is_validation(objects, val_fraction) if counts else []
     n_val = sum(counts[obj] for obj, val in zip(objects, in_validation, strict=True) if val)
@@ -140,13 +139,15 @@ def store_bytes(store: Store) -> int:
 
 
 def training_datasets(
-    store_uri: str,
+    store: Store,
+    counts: Counter,
     val_fraction: float,
     balance: bool,
     materialize_below_mb: float = 0,
     seed: int | None = None,
-) -> tuple[ray.data.Dataset, ray.data.Dataset, Store]:
-    """(train, validation) datasets of ``flux``, ``mask``, ``weight``, and the store.
+) -> tuple[ray.data.Dataset, ray.data.Dataset]:
+    """(train, validation) datasets of ``flux``, ``mask``, ``weight`` from the store, whose
+    spectra per object are ``counts`` (:func:`object_counts`, read once per run).
 
     Reproducible with a ``seed``: the training shards are shuffled by it and both
     datasets keep their blocks in read order (``preserve_order``), so the same seed
@@ -156,8 +157,7 @@ def training_datasets(
     epochs do not pay for re-reading (and re-starting the read pipeline); a larger one
     streams from storage every epoch.
     """
-    store = open_store(store_uri)
-    table = ObjectTable.of(object_counts(store), val_fraction, balance)
+    table = ObjectTable.of(counts, val_fraction, balance)
     datasets = []
     for validation, shuffle in ((False, True), (True, False)):
         split = read_store(store, TRAIN_COLUMNS, shuffle=shuffle, seed=seed).map_batches(
@@ -172,7 +172,7 @@ def training_datasets(
     for dataset in datasets:  # re-read every epoch: progress bars would flood the log
         dataset.context.enable_progress_bars = False
         dataset.context.print_on_execution_start = False
-    return datasets[0], datasets[1], store
+    return datasets[0], datasets[1]
 
 
 def read_rows(store: Store, columns: list[str], ids: list[str] | None = None) -> pa.Table:

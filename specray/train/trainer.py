@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import posixpath
+from collections import Counter
 from dataclasses import dataclass
 
 from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
@@ -36,7 +37,7 @@ from ray.train.v2.api.exceptions import ControllerError
 
 from specray import storage
 from specray.config import Config
-from specray.data.reader import data_fingerprint, split_sizes, training_datasets
+from specray.data.reader import data_fingerprint, object_counts, split_sizes, training_datasets
 from specray.data.store import Store, open_store
 from specray.errors import SpecrayError
 from specray.model import resolve_config
@@ -92,6 +93,8 @@ class TrainingPlan:
     store: Store
     architecture: dict
     resume_from: str | None
+    object_counts: Counter
+    """Spectra per object (specray.data.reader.object_counts): the split and the weights."""
     steps: int
     """Optimiser steps of the whole run (:func:`planned_steps`)."""
 
@@ -266,15 +269,19 @@ def preflight(store_uri: str, run_uri: str, config: Config) -> TrainingPlan:
     """Everything that can fail without Ray, checked before Ray starts (see the module doc)."""
     store = open_store(store_uri)
     arch = check_architecture(config, store.grid)
-    steps = check_training_split(store, config, validation_required=False)
-    return TrainingPlan(store, arch, resume_point(run_uri, store.grid, arch, config), steps)
+    counts = object_counts(store)
+    steps = check_training_split(store, counts, config, validation_required=False)
+    resume_from = resume_point(run_uri, store.grid, arch, config)
+    return TrainingPlan(store, arch, resume_from, counts, steps)
 
 
-def check_training_split(store: Store, config: Config, validation_required: bool) -> int:
-    """Check the store's split against the configuration (batch size, validation split,
-    KL warm-up) and return the run's optimiser steps; the split is sized once, from the
-    ``object`` column."""
-    n_train, n_val = split_sizes(store, config.train.val_fraction)
+def check_training_split(
+    store: Store, counts: Counter, config: Config, validation_required: bool
+) -> int:
+    """Check the split of the store, whose spectra per object are ``counts``, against the
+    configuration (batch size, validation split, KL warm-up); return the run's optimiser
+    steps."""
+    n_train, n_val = split_sizes(counts, config.train.val_fraction)
     check_batch_size(store, n_train, config)
     check_validation_split(store, n_train, n_val, config, required=validation_required)
     steps = planned_steps(n_train, config)
@@ -301,8 +308,10 @@ def build_trainer(
     ``tally`` (specray.progress) receives the rank-0 worker's steps, loss and epoch lines.
     """
     plan = plan or preflight(store_uri, run_uri, config)
-    train_ds, val_ds, store = training_datasets(
-        store_uri,
+    store = plan.store
+    train_ds, val_ds = training_datasets(
+        store,
+        plan.object_counts,
         config.train.val_fraction,
         config.train.balance_objects,
         config.train.materialize_below_mb,

@@ -39,6 +39,7 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from specray import storage
 from specray.config import Config
+from specray.data.reader import object_counts
 from specray.data.store import open_store
 from specray.errors import SpecrayError
 from specray.model.checkpoint import CheckpointError, latest_checkpoint
@@ -407,7 +408,7 @@ def tune(store_uri: str, out_uri: str, config: Config) -> TuneSummary:
     store = open_store(store_uri)  # fails early, with the store's message, if missing
     grid = store.grid
     check_architecture(config, grid)  # what every trial shares, checked before Ray starts
-    check_training_split(store, config, validation_required=True)
+    check_training_split(store, object_counts(store), config, validation_required=True)
     ensure_ray()
     path, options = _experiment_location(out_uri)
     trainable = ray_tune.with_resources(

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from specray import schema, storage
-from specray.data.reader import read_store, training_datasets
+from specray.data.reader import object_counts, read_store, training_datasets
 from specray.data.store import STORE_FILE, open_or_create_store, open_store
 from specray.spectra.grid import named_grid
 from tests.helpers import TOY_GRID, plain_rows, write_toy_store
@@ -84,7 +84,8 @@ def _by_flux(batches) -> dict[bytes, tuple]:
 def test_training_reader_gives_the_same_objects_for_both_formats(both_formats):
     sides = {}
     for version, uri in both_formats.items():
-        train, val, _ = training_datasets(uri, val_fraction=0.3, balance=True)
+        store = open_store(uri)
+        train, val = training_datasets(store, object_counts(store), 0.3, balance=True)
         sides[version] = [
             _by_flux(split.iter_batches(batch_size=None, batch_format="numpy"))
             for split in (train, val)

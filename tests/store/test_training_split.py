@@ -7,9 +7,9 @@ import zlib
 import numpy as np
 import pytest
 
-from specray.data.reader import training_datasets
+from specray.data.reader import object_counts, training_datasets
 from specray.data.shards import add_native_spectra
-from specray.data.store import open_or_create_store
+from specray.data.store import open_or_create_store, open_store
 from specray.spectra.grid import named_grid
 from tests.helpers import TOY_GRID
 
@@ -27,7 +27,9 @@ def test_each_star_is_on_one_side_and_weighted_by_its_number_of_spectra(tmp_path
     add_native_spectra(store, ids, objects, flux, {}, "split", shards=3)
 
     total, stars = objects.size, len(spectra_per_star)
-    train, val, _ = training_datasets(store.uri, val_fraction=0.3, balance=True)
+    store = open_store(store.uri)  # as committed
+    counts = object_counts(store)
+    train, val = training_datasets(store, counts, val_fraction=0.3, balance=True)
     seen: dict[int, tuple[bool, float]] = {}
     for validation, dataset in ((False, train), (True, val)):
         for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
@@ -47,6 +49,6 @@ def test_each_star_is_on_one_side_and_weighted_by_its_number_of_spectra(tmp_path
     assert all(len(side) == 1 for side in sides.values())  # no star on both sides
     assert 0 < sum(True in side for side in sides.values()) < stars
 
-    unweighted, _, _ = training_datasets(store.uri, val_fraction=0.3, balance=False)
+    unweighted, _ = training_datasets(store, counts, val_fraction=0.3, balance=False)
     weights = np.concatenate([b["weight"] for b in unweighted.iter_batches(batch_format="numpy")])
     assert np.all(weights == 1.0)

@@ -157,10 +157,10 @@ def test_too_few_spectra_for_the_batch_size_fails_before_ray(tmp_path):
     error = [line for line in result.stderr.splitlines() if "error:" in line]
     assert len(error) == 1 and "Traceback" not in result.stderr
     # 8 objects x 2 epochs, val_fraction 0.1: count the training side as the split does.
-    from specray.data.reader import split_sizes
+    from specray.data.reader import object_counts, split_sizes
     from specray.data.store import open_store
 
-    n_train, _ = split_sizes(open_store(str(store)), 0.1)
+    n_train, _ = split_sizes(object_counts(open_store(str(store))), 0.1)
     hint = 1 << (n_train.bit_length() - 1)
     assert (
         f"{n_train} training spectra, batch size 32: use --set train.batch_size={hint}"

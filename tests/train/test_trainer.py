@@ -9,7 +9,7 @@ import torch
 
 from specray.cli import main
 from specray.config import load_config
-from specray.data.reader import split_sizes
+from specray.data.reader import object_counts, split_sizes
 from specray.data.store import open_store
 from specray.model.checkpoint import CheckpointError, latest_checkpoint, load_trained_model
 from specray.model.loss import kl_weight
@@ -136,7 +136,7 @@ def test_a_run_too_short_for_its_warmup_is_warned_with_settings_that_fit(tmp_pat
     store = str(tmp_path / "store")
     write_toy_store(store)
     config = load_config(overrides=TOY_MODEL + ["train.epochs=3"])  # published warm-up
-    n_train, _ = split_sizes(open_store(store), config.train.val_fraction)
+    n_train, _ = split_sizes(object_counts(open_store(store)), config.train.val_fraction)
     steps = planned_steps(n_train, config)
     with caplog.at_level(logging.WARNING, "specray.train.trainer"):
         plan = preflight(store, str(tmp_path / "run"), config)
