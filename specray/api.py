@@ -203,8 +203,8 @@ class SpectrumStore:
         """Spectra as a pyarrow Table: ``id``, ``object``, ``source``, ``norm``, every
         metadata and label column, and (``flux=True``) ``flux`` as a fixed-size list of
         float32 per row. All spectra, or those with ``ids`` in that order."""
-        numeric = schema.numeric_columns(self.records.schema)
-        columns = ["object", "source", "norm", *numeric] + (["flux", "mask"] if flux else [])
+        labelled = schema.label_and_meta_columns(self.records.schema)
+        columns = ["object", "source", "norm", *labelled] + (["flux", "mask"] if flux else [])
         rows = read_rows(self.records, columns, None if ids is None else list(ids))
         if not flux:
             return rows

@@ -162,10 +162,14 @@ def packed_width(length: int) -> int:
 
 
 def store_schema(
-    grid: Grid, extra_labels: tuple[str, ...] = (), version: int = FORMAT_VERSION
+    grid: Grid,
+    extra_labels: tuple[str, ...] = (),
+    version: int = FORMAT_VERSION,
+    text_labels: tuple[str, ...] = (),
 ) -> pa.Schema:
     """The Arrow schema of a spectrum shard on ``grid`` in store format ``version``, with
-    the grid and the format version in its metadata."""
+    the grid and the format version in its metadata. Extra labels are float64, those in
+    ``text_labels`` (categorical) strings."""
     version = check_format(version, f"grid {grid.name}")
     fields = [pa.field(name, pa.string()) for name in IDENTITY_COLUMNS]
     fields += [
@@ -173,8 +177,11 @@ def store_schema(
         mask_field(grid.length, version),
         pa.field("norm", pa.float64()),
     ]
-    numeric = META_COLUMNS + LABEL_COLUMNS + tuple(extra_labels)
-    fields += [pa.field(name, pa.float64()) for name in numeric]
+    fields += [pa.field(name, pa.float64()) for name in META_COLUMNS + LABEL_COLUMNS]
+    fields += [
+        pa.field(name, pa.string() if name in text_labels else pa.float64())
+        for name in extra_labels
+    ]
     metadata = {GRID_KEY: grid.to_json().encode(), VERSION_KEY: str(version).encode()}
     return pa.schema(fields, metadata=metadata)
 
@@ -184,8 +191,9 @@ def shard_format(shard_schema: pa.Schema) -> int:
     return 2 if pa.types.is_fixed_size_binary(shard_schema.field("flux").type) else 1
 
 
-def numeric_columns(schema: pa.Schema) -> list[str]:
-    """Metadata and label columns of a store schema (everything but ids and tensors)."""
+def label_and_meta_columns(schema: pa.Schema) -> list[str]:
+    """Metadata and label columns of a store schema (everything but ids and tensors; text
+    labels included)."""
     skip = set(IDENTITY_COLUMNS) | {"flux", "mask", "norm"}
     return [name for name in schema.names if name not in skip]
 
@@ -284,7 +292,8 @@ def as_tensor_columns(table: pa.Table, length: int) -> pa.Table:
 
 def _table(columns: dict[str, object], schema: pa.Schema, tensors: dict) -> pa.Table:
     """Arrow table in ``schema`` from numpy columns: ``tensors`` map the (n, L) columns to
-    their encoders (ndarray -> Arrow array), strings are stringified, absent numeric columns become NaN."""
+    their encoders (ndarray -> Arrow array); strings are stringified (None stays missing);
+    absent columns become NaN or missing."""
     n = len(columns["id"])
     arrays = []
     for field in schema:
@@ -292,12 +301,17 @@ def _table(columns: dict[str, object], schema: pa.Schema, tensors: dict) -> pa.T
         if name in tensors:
             arrays.append(tensors[name](np.asarray(columns[name])))
         elif pa.types.is_string(field.type):
-            arrays.append(pa.array([str(value) for value in columns[name]], pa.string()))
+            values = columns.get(name, [None] * n)
+            arrays.append(pa.array([_text_or_none(value) for value in values], pa.string()))
         else:
             values = columns.get(name)
             values = np.full(n, np.nan) if values is None else np.asarray(values, np.float64)
             arrays.append(pa.array(values, pa.float64()))
     return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _text_or_none(value: object) -> str | None:
+    return None if value is None else str(value)
 
 
 def spectra_table(columns: dict[str, object], schema: pa.Schema) -> pa.Table:
@@ -361,11 +375,13 @@ def latent_schema(
     grid: Grid | None = None,
     provenance: dict | None = None,
     logvar: bool = True,
+    text_labels: tuple[str, ...] = (),
 ) -> pa.Schema:
     """The Arrow schema of a latent table with ``latent_dim`` nodes.
 
-    ``label_names`` are the float64 label and metadata columns carried along (e.g. rv,
-    teff, snr). ``grid`` and ``provenance`` (JSON-able) go into the file metadata.
+    ``label_names`` are the label and metadata columns carried along (e.g. rv, teff, snr):
+    float64, or strings for those in ``text_labels`` (categorical). ``grid`` and
+    ``provenance`` (JSON-able) go into the file metadata.
     """
     if int(latent_dim) != latent_dim or latent_dim < 1:
         raise InputError(f"latent_dim must be a positive integer, got {latent_dim!r}")
@@ -377,7 +393,10 @@ def latent_schema(
     fields.append(pa.field("mu", tensor_type(LATENT_DTYPE, int(latent_dim))))
     if logvar:
         fields.append(pa.field("logvar", tensor_type(LATENT_DTYPE, int(latent_dim))))
-    fields += [pa.field(str(name), pa.float64()) for name in label_names]
+    fields += [
+        pa.field(str(name), pa.string() if name in text_labels else pa.float64())
+        for name in label_names
+    ]
     info = {"latent_dim": int(latent_dim), **(provenance or {})}
     metadata = {LATENT_KEY: json.dumps(info).encode(), VERSION_KEY: SCHEMA_VERSION.encode()}
     if grid is not None:

@@ -126,7 +126,7 @@ def encode_store(
     check_grid(checkpoint_grid(meta), store.grid, run_uri, store_uri)
     latent_dim = int(model.arch.latent_dim)
     del model  # the actors load their own copies
-    carried = schema.numeric_columns(store.schema)
+    carried = schema.label_and_meta_columns(store.schema)
 
     ensure_ray()
     use_gpu = ray.cluster_resources().get("GPU", 0) > 0
@@ -165,7 +165,9 @@ def encode_store(
         "data_fingerprint": data_fingerprint(store),
         "trained_on": meta.data_fingerprint,
     }
-    table_schema = schema.latent_schema(latent_dim, carried, store.grid, provenance)
+    table_schema = schema.latent_schema(
+        latent_dim, carried, store.grid, provenance, text_labels=store.text_labels
+    )
     table = schema.latent_table(columns, table_schema)
     uri = latents_uri(out_uri)
     with storage.atomic_open(uri) as handle:

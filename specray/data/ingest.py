@@ -221,7 +221,8 @@ def stage_table(rows: list[dict], store_schema: pa.Schema, grid: Grid) -> pa.Tab
             columns["mask"][i] = row["mask"]
     for name in store_schema.names:
         if name not in ("flux", "mask"):
-            default = "" if pa.types.is_string(store_schema.field(name).type) else np.nan
+            text = pa.types.is_string(store_schema.field(name).type)
+            default = ("" if name in schema.IDENTITY_COLUMNS else None) if text else np.nan
             columns[name] = [row.get(name, default) for row in rows]
     table = schema.spectra_table(columns, store_schema)
     bookkeeping = {
@@ -453,9 +454,10 @@ def ingest(
     grid = named_grid(grid) if isinstance(grid, str) else grid
     label_table = load_labels(labels, labels_key) if labels else None
     extra = label_table.extra_labels if label_table else ()
+    text = label_table.text_columns if label_table else ()
     entries = list_inputs(input_uri)
     with writing_store(
-        store_uri, grid, extra, "an ingest", wait_s, preprocessing.record()
+        store_uri, grid, extra, "an ingest", wait_s, preprocessing.record(), text_labels=text
     ) as store:
         orphans = store.remove_orphan_shards()
         plan = plan_ingest(entries, store)

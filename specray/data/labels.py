@@ -20,8 +20,10 @@ Rules, decided here once (README "Labels"):
   missing when it lies more than ``FAR_SIGMAS`` robust standard deviations (1.4826 MAD)
   from the median of the column's other values, so a real Teff of 9999 K stays and an
   [Fe/H] of 9999 does not. A column of numbers with a few other cells keeps its numbers;
-  the other cells become missing. A column whose cells are mostly text is not a label
-  (categorical labels are future work). Each of these logs a WARNING with counts.
+  the other cells become missing. Each of these logs a WARNING with counts.
+- **Text columns.** A column whose cells are mostly text (e.g. spectral types "G2V") is a
+  categorical extra label: each cell's stripped text, placeholders missing. A schema
+  column (``teff``, ...) must be numeric, so a text one is ignored with a WARNING.
 - **Columns** whose lower-case name is a schema column (``Teff``, ``RV``) map onto it;
   the others become extra labels. Every problem message names the file.
 """
@@ -59,23 +61,26 @@ class LabelsError(SpecrayError, ValueError):
 
 @dataclass(frozen=True)
 class LabelTable:
-    """Label values keyed by spectrum ``id`` or by ``object``, as a plain dict for tasks."""
+    """Label values keyed by spectrum ``id`` or by ``object``, as a plain dict for tasks:
+    floats (NaN missing), and for the ``text_columns`` strings (None missing)."""
 
     key: str
     columns: tuple[str, ...]
     values: Mapping[str, dict]
     uri: str = ""
+    text_columns: tuple[str, ...] = ()
 
     def lookup(self, identifier: str, obj: str) -> dict:
         """The row's known values: a missing cell never erases a value from the file header."""
         row = self.values.get(self._key_of(identifier, obj), {})
-        return {name: value for name, value in row.items() if not math.isnan(value)}
+        return {name: value for name, value in row.items() if not _is_missing(value)}
 
     def _key_of(self, identifier: str, obj: str) -> str:
         return str(identifier) if self.key == "id" else str(obj).strip()
 
     @property
     def extra_labels(self) -> tuple[str, ...]:
+        """The label columns beyond the store schema's own (numeric and text)."""
         known = set(schema.META_COLUMNS) | set(schema.LABEL_COLUMNS)
         return tuple(column for column in self.columns if column not in known)
 
@@ -120,7 +125,7 @@ def load_labels(uri: str, key: str | None = None) -> LabelTable:
         if canonical in RESERVED:
             log.warning("labels %s: column %r is reserved by the store; ignored", uri, original)
             continue
-        parsed = _numeric_column(uri, original, table.column(original).to_pylist())
+        parsed = _label_column(uri, original, canonical, table.column(original).to_pylist())
         if parsed is not None:
             columns[canonical] = parsed
     if key == "object":
@@ -204,8 +209,9 @@ def _parse_cell(cell) -> tuple[float, bool]:
         return math.nan, False
 
 
-def _numeric_column(uri: str, name: str, cells: list) -> np.ndarray | None:
-    """The column as float64 with missing values NaN, or None (with a WARNING) if it is text."""
+def _label_column(uri: str, name: str, canonical: str, cells: list) -> np.ndarray | list | None:
+    """The column as float64 with missing values NaN; a text column of an extra label as
+    stripped strings with missing values None; None (logged) when it is no label."""
     parsed = [_parse_cell(cell) for cell in cells]
     values = np.array([value for value, _ in parsed], dtype=np.float64)
     text_rows = [row for row, (_, ok) in enumerate(parsed) if not ok]
@@ -214,16 +220,7 @@ def _numeric_column(uri: str, name: str, cells: list) -> np.ndarray | None:
         log.info("labels %s: column %r holds no values; ignored", uri, name)
         return None
     if text_rows and len(text_rows) >= numbers:
-        log.warning(
-            "labels %s: column %r is text (%d of %d cells, e.g. %s), not a numeric label; "
-            "ignored (categorical labels are not supported yet)",
-            uri,
-            name,
-            len(text_rows),
-            len(cells),
-            _examples(cells[row] for row in text_rows),
-        )
-        return None
+        return _text_column(uri, name, canonical, cells, len(text_rows))
     if text_rows:
         log.warning(
             "labels %s: column %r: %d cell(s) are not numbers (%s, row %s) and are treated "
@@ -237,8 +234,31 @@ def _numeric_column(uri: str, name: str, cells: list) -> np.ndarray | None:
     return _without_placeholders(uri, name, values)
 
 
+def _text_column(uri: str, name: str, canonical: str, cells: list, n_text: int) -> list | None:
+    """A mostly-text column as a categorical label (None for a schema column, which is numeric)."""
+    examples = _examples(dict.fromkeys(str(cell).strip() for cell in cells if not _is_blank(cell)))
+    if canonical in schema.META_COLUMNS or canonical in schema.LABEL_COLUMNS:
+        log.warning(
+            "labels %s: column %r is text (%d of %d cells, e.g. %s), but %r is a numeric "
+            "column of the store; ignored",
+            uri, name, n_text, len(cells), examples, canonical,
+        )  # fmt: skip
+        return None
+    text = [None if _is_blank(cell) else str(cell).strip() for cell in cells]
+    log.info(
+        "labels %s: column %r is text: a categorical label of %d categories (e.g. %s)",
+        uri, name, len({t for t in text if t is not None}), examples,
+    )  # fmt: skip
+    return text
+
+
 def _is_blank(cell) -> bool:
     return cell is None or str(cell).strip().lower() in PLACEHOLDER_TEXT
+
+
+def _is_missing(value) -> bool:
+    """A missing label value: None (text) or NaN (number)."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def _without_placeholders(uri: str, name: str, values: np.ndarray) -> np.ndarray:
@@ -276,9 +296,13 @@ def _drop_per_epoch(uri: str, columns: dict, names: dict[str, str]) -> dict:
     return {name: values for name, values in columns.items() if name not in per_epoch}
 
 
-def _table_of(uri: str, key: str, keys: list[str], columns: dict[str, np.ndarray]) -> LabelTable:
+def _table_of(
+    uri: str, key: str, keys: list[str], columns: dict[str, np.ndarray | list]
+) -> LabelTable:
     names = tuple(columns)
-    matrix = np.column_stack([columns[n] for n in names]) if names else np.empty((len(keys), 0))
+    text_columns = tuple(name for name in names if isinstance(columns[name], list))
+    cells = [[None if _is_missing(v) else v for v in list(columns[n])] for n in names]
+    matrix = list(zip(*cells, strict=True)) if names else [()] * len(keys)  # rows, None missing
     blank = [row for row, k in enumerate(keys) if not k]
     if blank:
         log.warning("labels %s: %d row(s) without a %s are ignored", uri, len(blank), key)
@@ -289,7 +313,7 @@ def _table_of(uri: str, key: str, keys: list[str], columns: dict[str, np.ndarray
             continue
         if k not in rows:
             rows[k] = row
-        elif np.array_equal(matrix[rows[k]], matrix[row], equal_nan=True):
+        elif matrix[rows[k]] == matrix[row]:
             identical += 1
         else:
             conflicting.append(k)
@@ -300,10 +324,16 @@ def _table_of(uri: str, key: str, keys: list[str], columns: dict[str, np.ndarray
         )
     if identical:
         log.warning("labels %s: %d duplicated identical row(s) dropped", uri, identical)
-    values = {
-        k: {n: float(v) for n, v in zip(names, matrix[r], strict=True)} for k, r in rows.items()
+    values = {k: _row_values(names, text_columns, matrix[r]) for k, r in rows.items()}
+    return LabelTable(key, names, values, uri, text_columns)
+
+
+def _row_values(names: tuple[str, ...], text_columns: tuple[str, ...], row: tuple) -> dict:
+    """One table row as label values: floats (NaN missing) and, for text columns, str or None."""
+    return {
+        name: value if name in text_columns else (math.nan if value is None else float(value))
+        for name, value in zip(names, row, strict=True)
     }
-    return LabelTable(key, names, values, uri)
 
 
 def _examples(items: Iterable) -> str:

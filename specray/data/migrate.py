@@ -115,10 +115,13 @@ def migrate(
     version = schema.check_format(version, store_uri)
     found = open_store(store_uri)
     report = MigrationReport(found.uri, version)
-    with writing_store(found.uri, found.grid, found.extra_labels, "a migration", wait_s) as store:
+    with writing_store(
+        found.uri, found.grid, found.extra_labels, "a migration", wait_s,
+        text_labels=found.text_labels,
+    ) as store:  # fmt: skip
         renamed = _pending(store, version)
         report.removed = len(store.remove_orphan_shards(keep=set(renamed.values())))
-        target = schema.store_schema(store.grid, store.extra_labels, version)
+        target = store.schema_for(version)
         for number, (old, new) in enumerate(renamed.items(), start=1):
             rows = _footer(store, old).num_rows
             if _already_written(store, new, rows, version):

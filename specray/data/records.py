@@ -29,6 +29,9 @@ class StoreDescriptor(Record):
     """The wavelength grid every spectrum is on (:class:`specray.spectra.grid.Grid`)."""
     extra_labels: list[str] = field(default_factory=list)
     """Label columns beyond specray's own, from the labels table of the first ingest."""
+    text_labels: list[str] | None = omitted()
+    """The extra labels that hold text (categorical, e.g. spectral types); the others are
+    float64."""
     preprocessing: dict | None = omitted()
     """How spectra were prepared (:meth:`specray.data.ingest.Preprocessing.record`)."""
 

@@ -61,6 +61,8 @@ class Store:
     uri: str
     grid: Grid
     extra_labels: tuple[str, ...] = ()
+    """Label columns beyond the schema's own; those in ``text_labels`` hold text."""
+    text_labels: tuple[str, ...] = ()
     manifest: list[ManifestEntry] = field(default_factory=list)
     quarantine: list[QuarantineEntry] = field(default_factory=list)
     lock: Lock | None = None
@@ -71,7 +73,11 @@ class Store:
     @property
     def schema(self) -> pa.Schema:
         """The schema new shards of this store are written in (its format version)."""
-        return schema.store_schema(self.grid, self.extra_labels, self.format_version)
+        return self.schema_for(self.format_version)
+
+    def schema_for(self, version: int) -> pa.Schema:
+        """The schema of this store's shards in store format ``version``."""
+        return schema.store_schema(self.grid, self.extra_labels, version, self.text_labels)
 
     def path(self, *parts: str) -> str:
         return storage.join(self.uri, *parts)
@@ -144,6 +150,7 @@ def open_store(uri: str) -> Store:
         uri=uri,
         grid=Grid.from_json(json.dumps(descriptor.grid)),
         extra_labels=tuple(descriptor.extra_labels),
+        text_labels=tuple(descriptor.text_labels or ()),
         manifest=read_lines(ManifestEntry, storage.join(uri, MANIFEST_FILE)),
         quarantine=read_lines(QuarantineEntry, storage.join(uri, QUARANTINE_FILE)),
         preprocessing=descriptor.preprocessing,
@@ -161,6 +168,7 @@ def write_descriptor(store: Store) -> None:
         format_version=store.format_version,
         grid=json.loads(store.grid.to_json()),
         extra_labels=list(store.extra_labels),
+        text_labels=list(store.text_labels) or None,
         preprocessing=store.preprocessing,
     )
     descriptor.write(uri)
@@ -172,9 +180,11 @@ def open_or_create_store(
     extra_labels: tuple[str, ...] = (),
     preprocessing: dict | None = None,
     format_version: int = schema.FORMAT_VERSION,
+    text_labels: tuple[str, ...] = (),
 ) -> Store:
     """Open the store at ``uri``, or create it for ``grid`` in ``format_version`` (an
-    existing store keeps its own format); the grid must match.
+    existing store keeps its own format); the grid must match, and so must the
+    ``extra_labels`` (a subset of the store's) and which of them hold text.
 
     ``preprocessing`` (JSON-able settings) is recorded in a new store; an existing store
     that recorded other settings is an error, since its spectra would mix two rules.
@@ -194,17 +204,34 @@ def open_or_create_store(
                 f"(it has {list(store.extra_labels) or 'no extra labels'}); "
                 "use a new store to add label columns"
             )
+        _check_text_labels(store, extra_labels, text_labels)
         _check_preprocessing(store, preprocessing)
         return store
     store = Store(
         uri=uri,
         grid=grid,
         extra_labels=tuple(extra_labels),
+        text_labels=tuple(name for name in extra_labels if name in text_labels),
         preprocessing=preprocessing,
         format_version=schema.check_format(format_version, uri),
     )
     write_descriptor(store)
     return store
+
+
+def _check_text_labels(
+    store: Store, extra_labels: tuple[str, ...], text_labels: tuple[str, ...]
+) -> None:
+    """StoreError if a label column holds text where the store's holds numbers, or back."""
+    for name in extra_labels:
+        if (name in text_labels) != (name in store.text_labels):
+            stored, given = (
+                ("text", "numbers") if name in store.text_labels else ("numbers", "text")
+            )
+            raise StoreError(
+                f"{store.uri}: label column {name!r} holds {stored} in this store but {given} "
+                "in this labels table; make the column match or use a new store"
+            )
 
 
 def _check_preprocessing(store: Store, preprocessing: dict | None) -> None:
@@ -231,6 +258,7 @@ def writing_store(
     purpose: str = "another ingest",
     wait_s: float = float("inf"),
     preprocessing: dict | None = None,
+    text_labels: tuple[str, ...] = (),
 ) -> Iterator[Store]:
     """Open (or create) the store for writing, holding its write lock throughout.
 
@@ -239,7 +267,9 @@ def writing_store(
     :meth:`Store.remove_orphan_shards` run: no live writer can own an orphan.
     """
     with exclusive_lock(storage.join(storage.normalize(uri), LOCK_FILE), purpose, wait_s) as lock:
-        store = open_or_create_store(uri, grid, extra_labels, preprocessing)
+        store = open_or_create_store(
+            uri, grid, extra_labels, preprocessing, text_labels=text_labels
+        )
         store.lock = lock
         try:
             yield store

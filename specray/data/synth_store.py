@@ -59,7 +59,11 @@ def _staged_range(batch: dict, n_stars, mean_epochs, grid: Grid, seed, store_sch
                     str(values["object"]),
                     grid.native_wavelength,
                     chunk.flux[i],
-                    {k: v for k, v in values.items() if k in schema.numeric_columns(store_schema)},
+                    {
+                        k: v
+                        for k, v in values.items()
+                        if k in schema.label_and_meta_columns(store_schema)
+                    },
                     grid,
                     Preprocessing(),
                 )

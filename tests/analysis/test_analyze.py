@@ -11,17 +11,20 @@ import torch
 
 from specray import progress, schema
 from specray.analysis.analyze import analyze
-from specray.analysis.encode import GridMismatchError
-from specray.analysis.latents import LatentTable
+from specray.analysis.attribution import label_kinds
+from specray.analysis.encode import GridMismatchError, encode_store
+from specray.analysis.latents import LatentTable, read_latents
 from specray.analysis.selection import select
 from specray.analysis.wavelengths import decoder_sensitivity, node_sensitivity
 from specray.cli import main
 from specray.config import AnalysisConfig, Config, load_config
-from specray.data.store import open_or_create_store, open_store
+from specray.data.ingest import ingest
+from specray.data.reader import read_rows
+from specray.data.store import StoreError, open_or_create_store, open_store
 from specray.model.checkpoint import load_trained_model
 from specray.spectra.grid import named_grid
 from specray.train.trainer import train
-from tests.helpers import TOY_MODEL, write_toy_store
+from tests.helpers import TOY_GRID, TOY_MODEL, toy_spectra, write_linear_fits, write_toy_store
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
@@ -315,6 +318,51 @@ def test_grid_mismatch_between_checkpoint_and_store_is_clear(trained, tmp_path):
     with pytest.raises(GridMismatchError, match=r"linear:5000:5102.3:0.1.*linear:6000:6102.3:0.1"):
         analyze(str(tmp_path / "out"), load_config(), data=other, model=run)
     assert not (tmp_path / "out" / "latents.parquet").exists()
+
+
+def test_a_text_label_travels_from_the_labels_table_to_the_analysis(trained, tmp_path):
+    """Spectral types written as text in a labels table: a string column in the store
+    (missing cells null), carried through encoding, read by the analysis as categorical; a
+    later table that gives numbers for the same column is refused, naming both."""
+    _, run = trained
+    grid = named_grid(TOY_GRID)
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    rng = np.random.default_rng(3)
+    expected, rows = {}, ["id,sptype,mass"]
+    for i in range(12):
+        flux = toy_spectra(np.zeros(1), np.array([4000.0 + 250 * i]), grid)[0]
+        write_linear_fits(
+            raw / f"s{i:02d}.fits", grid, flux + rng.normal(0, 0.01, flux.size), f"S{i}"
+        )
+        expected[f"s{i:02d}"] = None if i == 5 else "KGF"[i // 4]
+        rows.append(f"s{i:02d},{expected[f's{i:02d}'] or 'N/A'},{1 + i / 10}")
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    store = str(tmp_path / "store")
+    assert (
+        ingest(str(raw), store, grid=TOY_GRID, labels=str(tmp_path / "labels.csv")).ingested == 12
+    )
+    opened = open_store(store)
+    assert opened.extra_labels == ("sptype", "mass") and opened.text_labels == ("sptype",)
+    stored = read_rows(opened, ["id", "sptype", "mass"])
+    assert stored.schema.field("sptype").type == pa.string()
+    assert (
+        dict(zip(stored["id"].to_pylist(), stored["sptype"].to_pylist(), strict=True)) == expected
+    )
+
+    (tmp_path / "numbers.csv").write_text("id,sptype\ns00,3\ns01,4\n")
+    with pytest.raises(StoreError, match=r"'sptype' holds text in this store but numbers"):
+        ingest(str(raw), store, grid=TOY_GRID, labels=str(tmp_path / "numbers.csv"))
+
+    latents = read_latents(encode_store(store, run, str(tmp_path / "latents")))
+    categories = latents.info["categories"]["sptype"]
+    assert categories == ["F", "G", "K"]
+    codes = {name: code for name, code in zip(latents.ids, latents.columns["sptype"], strict=True)}
+    for name, kind in expected.items():
+        assert np.isnan(codes[name]) if kind is None else categories[int(codes[name])] == kind
+    kinds = label_kinds({"sptype": latents.columns["sptype"]}, list(latents.info["categories"]),
+                        AnalysisConfig(labels=["sptype"]))  # fmt: skip
+    assert kinds["sptype"]["kind"] == "categorical" and kinds["sptype"]["distinct_values"] == 3
 
 
 def test_too_few_spectra_are_reported_not_fatal(tmp_path, ray_session):

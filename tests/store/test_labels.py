@@ -83,16 +83,42 @@ def test_one_non_numeric_cell_is_missing_and_the_column_stays(tmp_path, caplog):
         "id,teff,logg,sptype,empty\na,5800,4.4,G2V,\nb,57OO,4.5,K0V,\nc,4900,N/A,K2V,\nd,6100,?,F8,\n",
     )
     table = load_labels(uri)
-    assert table.columns == ("teff", "logg")
+    assert table.columns == ("teff", "logg", "sptype") and table.text_columns == ("sptype",)
     teff = {k: value(table, k, "teff") for k in "abcd"}
     logg = {k: value(table, k, "logg") for k in "abcd"}
     assert teff["a"] == 5800.0 and np.isnan(teff["b"]) and teff["d"] == 6100.0
     assert logg["a"] == 4.4 and np.isnan(logg["c"]) and np.isnan(logg["d"])
     messages = warnings_of(caplog)
     assert any("'teff': 1 cell(s) are not numbers ('57OO', row 2)" in m for m in messages)
-    assert any("column 'sptype' is text" in m and "'G2V'" in m for m in messages)
-    assert any("column 'empty' holds no values; ignored" in r.getMessage() for r in caplog.records)
+    infos = [r.getMessage() for r in caplog.records]
+    assert any("column 'sptype' is text: a categorical label of 4 categories" in m for m in infos)
+    assert any("column 'empty' holds no values; ignored" in m for m in infos)
     assert not any("'logg'" in m for m in messages)  # N/A and ? are plain placeholders
+
+
+def test_a_text_column_is_a_categorical_label_and_a_text_schema_column_is_refused(tmp_path, caplog):
+    uri = write_csv(
+        tmp_path / "labels.csv",
+        "id,Teff,sptype,mass\n"
+        "a,hot, G2V ,1.0\nb,cool,K0V,0.8\nc,hot,N/A,1.2\nd,warm,,0.9\ne,cool,5,1.1\n"
+        "a,hot,G2V,1.0\n",  # an identical duplicate row
+    )
+    table = load_labels(uri)
+    assert table.columns == ("sptype", "mass") and table.text_columns == ("sptype",)
+    assert table.extra_labels == ("sptype", "mass")
+    assert table.lookup("a", "") == {"sptype": "G2V", "mass": 1.0}  # stripped
+    assert table.lookup("c", "") == {"mass": 1.2}  # placeholder and blank text: missing
+    assert table.lookup("d", "") == {"mass": 0.9}
+    assert table.lookup("e", "") == {"sptype": "5", "mass": 1.1}  # a number in a text column
+    messages = warnings_of(caplog)
+    assert any(
+        "column 'Teff' is text" in m and "'teff' is a numeric column of the store; ignored" in m
+        for m in messages
+    )
+    assert any("1 duplicated identical row(s) dropped" in m for m in messages)
+    clash = write_csv(tmp_path / "clash.csv", "id,sptype\na,G2V\na,K0V\n")
+    with pytest.raises(LabelsError, match=r"clash\.csv: 1 id value\(s\) .* e\.g\. 'a'"):
+        load_labels(clash)
 
 
 def test_placeholder_values_are_missing_but_real_values_that_look_alike_stay(tmp_path, caplog):
