@@ -148,8 +148,13 @@ class _FolderCreatingFileHandler(logging.FileHandler):
     that fails before Ray says anything (a typo in a path) leaves no folder behind."""
 
     def _open(self):
-        os.makedirs(os.path.dirname(self.baseFilename) or ".", exist_ok=True)
-        return super()._open()
+        return _open_log(self.baseFilename)
+
+
+def _open_log(path: str):
+    """``path`` open for appending text, its folder created first."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    return open(path, "a", encoding="utf-8")
 
 
 @contextlib.contextmanager
@@ -160,11 +165,7 @@ def printed_by_ray() -> Iterator[None]:
     if _log_file is None:
         yield
         return
-    os.makedirs(os.path.dirname(_log_file) or ".", exist_ok=True)
-    with (
-        open(_log_file, "a", encoding="utf-8") as log_stream,
-        contextlib.redirect_stdout(log_stream),
-    ):
+    with _open_log(_log_file) as log_stream, contextlib.redirect_stdout(log_stream):
         yield
 
 

@@ -163,11 +163,18 @@ def exists(uri: str) -> bool:
 
 
 def read_bytes(uri: str) -> bytes:
+    """The whole file; a local one may be a pipe (``--config <(...)``). StorageError names
+    the file when it is missing or cannot be read."""
     fs, path = filesystem(uri)
     try:
-        return fs.cat_file(path)
+        if is_remote(uri):
+            return fs.cat_file(path)
+        with open(path, "rb") as handle:
+            return handle.read()
     except FileNotFoundError:
         raise StorageError(f"{uri}: no such file") from None
+    except OSError as exc:
+        raise StorageError(f"{uri}: cannot be read: {exc}") from None
 
 
 def read_text(uri: str) -> str:

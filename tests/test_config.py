@@ -9,6 +9,7 @@ from specray.config import (
     parse_overrides,
     read_overrides,
 )
+from specray.storage import StorageError
 
 
 def test_defaults_are_the_published_settings():
@@ -30,6 +31,22 @@ def test_file_then_overrides(tmp_path):
     assert config.model.latent_dim == 16 and config.train.epochs == 3 and config.train.use_gpu
     assert config.model.channels == [4, 8] and config.loss.beta == 0.1
     assert config.model.overrides() == {"latent_dim": 16, "channels": [4, 8]}
+
+
+def test_settings_from_a_pipe_and_unreadable_paths_are_named(tmp_path):
+    """``--config <(...)`` hands over a pipe, which cannot seek; it must read all the same,
+    and a path that cannot be read is an error naming it."""
+    import os
+
+    read_end, write_end = os.pipe()
+    os.write(write_end, b"train:\n  epochs: 7\n")  # a few bytes fit in the pipe's buffer
+    os.close(write_end)
+    try:
+        assert load_config(f"/dev/fd/{read_end}").train.epochs == 7
+    finally:
+        os.close(read_end)
+    with pytest.raises(StorageError, match=rf"{tmp_path}: cannot be read: .*directory"):
+        load_config(str(tmp_path))
 
 
 def test_json_file_and_demo_overrides(tmp_path):
