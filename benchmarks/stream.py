@@ -9,8 +9,9 @@ real HARPS files at the ``harps`` grid (327,680 pixels), and (``--quick`` and th
 run) a synthetic store on the ``demo`` grid (16,384 pixels).
 
 A Ray pass reports two rates: over the whole pass, and in steady state (the spectra after
-the first batch over the time after it), with the time to the first batch separately: it
-lists the files, starts read tasks and worker processes before anything arrives. The
+the first batch over the time after it), with the time to the first batch separately
+(scheduling its read tasks; with ``ray.data.read_parquet`` it also listed the files and
+started a footer-reading actor, ~10 s, before ``ShardSource`` replaced it). The
 plain read has no such start: its rate is over the whole pass. The steady-state ratio
 (Ray steady / plain) is the one that tells whether Ray Data keeps up once it runs; it is
 meaningful only on a store of many blocks (``--large``): on a small store the first
