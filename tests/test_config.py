@@ -49,11 +49,12 @@ def test_settings_from_a_pipe_and_unreadable_paths_are_named(tmp_path):
         load_config(str(tmp_path))
 
 
-def test_json_file_and_demo_overrides(tmp_path):
+def test_json_file_over_the_demo_settings(tmp_path):
     path = tmp_path / "settings.json"
     path.write_text('{"analysis": {"labels": ["rv"]}}')
-    config = load_config(str(path), DEMO_OVERRIDES)
+    config = load_config(str(path), base=DEMO_OVERRIDES)  # as `specray demo --config`
     assert config.analysis.labels == ["rv"] and config.model.preset == "demo"
+    assert load_config(base=DEMO_OVERRIDES).analysis.labels[:2] == ["rv", "teff"]
 
 
 @pytest.mark.parametrize(
