@@ -202,7 +202,8 @@ def open_or_create_store(
             raise StoreError(
                 f"{uri}: label columns {sorted(unknown)} are not in this store "
                 f"(it has {list(store.extra_labels) or 'no extra labels'}); "
-                "use a new store to add label columns"
+                "a store keeps the label columns of the table it was created with (a column "
+                "that held no values there was left out); use a new store to add label columns"
             )
         _check_text_labels(store, extra_labels, text_labels)
         _check_preprocessing(store, preprocessing)

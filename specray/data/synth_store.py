@@ -38,6 +38,10 @@ SYNTHETIC_LABELS = ("pwv", "tilt")
 """Factors only the generator knows (precipitable water vapour in mm, chromatic tilt in
 ln flux per 1,000 A), stored as extra labels so an analysis can test whether a node tracks
 them. ``labels.csv`` carries them too (and the injected ``defect``, a string)."""
+NO_DEFECT = "clean"
+"""``labels.csv``'s ``defect`` for an epoch without one: a class of its own, so the column
+is text in every season (one all-blank season would otherwise drop it from a store that a
+later season's defects then cannot join)."""
 TABLE_COLUMNS = (
     ("id", "object") + schema.META_COLUMNS + schema.LABEL_COLUMNS + SYNTHETIC_LABELS + ("defect",)
 )
@@ -84,6 +88,7 @@ def _fits_range(batch: dict, out, n_stars, mean_epochs, grid: Grid, seed) -> pa.
                     storage.join(out, f"{identifier}.fits"), buffer.getvalue()
                 )
                 record = {name: values.get(name, np.nan) for name in TABLE_COLUMNS}
+                record["defect"] = record["defect"] or NO_DEFECT
                 records.append({**record, WRITTEN: written})
     return pa.Table.from_pylist(records)
 

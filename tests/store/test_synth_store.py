@@ -8,6 +8,7 @@ import pytest
 from specray import schema
 from specray.cli import main
 from specray.data.store import open_store
+from specray.data.synth_store import NO_DEFECT
 from tests.store.test_ingest import read_store
 
 pytestmark = pytest.mark.usefixtures("ray_session")
@@ -21,7 +22,7 @@ def test_fits_route_and_parquet_route_give_the_same_store(tmp_path, capsys):
     labels = raw / "labels.csv"
     assert main(["ingest", str(raw), "--out", str(ingested), "--labels", str(labels)]) == 0
     rows = list(csv.DictReader(labels.open()))
-    defective = {row["id"] for row in rows if row["defect"]}
+    defective = {row["id"] for row in rows if row["defect"] != NO_DEFECT}
     assert len(defective) == 2  # seed 24: one low-flux and one negative-mean epoch
     assert len(list(raw.glob("*.fits"))) == len(rows)
 
@@ -62,11 +63,12 @@ def test_two_seasons_of_different_seeds_land_in_one_store(tmp_path):
         assert main(["ingest", str(folder), "--out", store, "--labels", labels]) == 0
     _, table = read_store(store)
     quarantine = open_store(store).quarantine
-    good = {row["id"] for season in rows.values() for row in season if not row["defect"]}
+    good = {row["id"] for season in rows.values() for row in season if row["defect"] == NO_DEFECT}
     assert set(table["id"].to_pylist()) == good
     assert table.num_rows == len(good)  # each id once
-    bad = {row["id"] for season in rows.values() for row in season if row["defect"]}
+    bad = {row["id"] for season in rows.values() for row in season if row["defect"] != NO_DEFECT}
     assert {record.id for record in quarantine} == bad  # defects only, no duplicates
+    assert set(table["defect"].to_pylist()) == {NO_DEFECT}  # a text label in both seasons
     # labels.csv and the store agree: each id's labels came from its own season's table.
     truth = {row["id"]: float(row["teff"]) for season in rows.values() for row in season}
     for identifier, teff in zip(table["id"].to_pylist(), table["teff"].to_pylist(), strict=True):
