@@ -39,7 +39,12 @@ class ShardSource(Datasource):
     ) -> None:
         super().__init__()
         counts = Counter(entry.shard for entry in store.manifest if entry.ingested)
-        self._shards = [(store.path(SHARDS_DIR, name), rows) for name, rows in counts.items()]
+        uris = [store.path(SHARDS_DIR, name) for name in counts]
+        self._filesystem = storage.arrow_filesystem(uris[0])[0] if uris else None
+        self._shards = [
+            (uri, storage.arrow_filesystem(uri)[1], rows)
+            for uri, rows in zip(uris, counts.values(), strict=True)
+        ]  # (URI, path on the filesystem, rows), resolved once, not every epoch
         self._columns = list(columns)
         self._row_bytes = sum(_cell_bytes(store.schema.field(name).type) for name in columns)
         self._shuffle, self._seed = shuffle, seed
@@ -48,7 +53,7 @@ class ShardSource(Datasource):
         return "StoreShards"
 
     def estimate_inmemory_data_size(self) -> int:
-        return sum(rows for _, rows in self._shards) * self._row_bytes
+        return sum(rows for _, _, rows in self._shards) * self._row_bytes
 
     def get_read_tasks(
         self, parallelism: int, per_task_row_limit: int | None = None, data_context=None
@@ -59,12 +64,9 @@ class ShardSource(Datasource):
         if self._shuffle:
             seed = None if self._seed is None else hash((self._seed, execution)) % 2**32
             random.Random(seed).shuffle(shards)
-        if not shards:
-            return []
-        filesystem, _ = storage.arrow_filesystem(shards[0][0])
         return [
             ReadTask(
-                _reader(filesystem, storage.arrow_filesystem(uri)[1], self._columns),
+                _reader(self._filesystem, path, self._columns),
                 BlockMetadata(
                     num_rows=rows,
                     size_bytes=rows * self._row_bytes,
@@ -73,7 +75,7 @@ class ShardSource(Datasource):
                 ),
                 per_task_row_limit=per_task_row_limit,
             )
-            for uri, rows in shards
+            for uri, path, rows in shards
         ]
 
 
