@@ -16,7 +16,10 @@ plain read has no such start: its rate is over the whole pass. The steady-state 
 (Ray steady / plain) is the one that tells whether Ray Data keeps up once it runs; it is
 meaningful only on a store of many blocks (``--large``): on a small store the first
 batch arrives when nearly everything has been read. The first Ray
-pass is a warm-up; then Ray and plain passes alternate and the fastest pass of each is
+pass is a warm-up, and so is the first plain pass (this sandbox pays dearly for fresh
+memory: a cold plain pass over 100 harps spectra spent 0.9-1.2 s reading and decoding, a
+warm one 0.1 s, so a plain read without a warm-up made Ray look 2-4x better than it is);
+then Ray and plain passes alternate and the fastest pass of each is
 compared (load from other processes only ever slows a pass down; medians are reported
 too). Peak memory (:class:`common.PeakMemory`: system memory in use above the level
 before the pass, Ray's shared-memory object store included) is reported per pass.
@@ -124,7 +127,11 @@ def compare(name: str, store, passes: int, shuffle_pass: bool) -> dict:
     """Both paths on one store: fastest of ``passes`` each, steady state and whole pass."""
     warm_up = measured(ray_batches(store))
     n = warm_up.spectra
-    progress(f"{name}: first Ray pass {warm_up.rate:.0f} spectra/s ({n} spectra)")
+    plain_warm_up = measured(plain_batches(store))
+    progress(
+        f"{name}: warm-up passes: Ray {warm_up.rate:.0f} spectra/s, plain "
+        f"{plain_warm_up.rate:.0f} ({n} spectra)"
+    )
     ray_passes, plain_passes = [], []
     for k in range(passes):
         plain_passes.append(measured(plain_batches(store)))
