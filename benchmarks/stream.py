@@ -1,10 +1,11 @@
 """Spectra per second delivered as torch batches by the Ray Data reader of a store, against
 a plain single-process pyarrow read of the same shards.
 
-Ray path: ``specray.data.reader.read_store(store, ["flux", "mask"])
-.iter_torch_batches(batch_size=32)``. Baseline, same run, same shards: ``pq.read_table``
-one shard at a time + ``specray.schema.decode_flux``/``decode_mask``, then
-``torch.from_numpy`` on 32-row slices. Stores: one built by ingesting copies of the two
+Ray path: ``specray.data.reader.read_store(store, ["flux", "mask"], packed_mask=True)
+.iter_torch_batches(batch_size=32)``, the mask unpacked per batch as training does.
+Baseline, same run, same shards: ``pq.read_table`` one shard at a time +
+``specray.schema.decode_flux``/``decode_mask``, then ``torch.from_numpy`` on 32-row
+slices. Stores: one built by ingesting copies of the two
 real HARPS files at the ``harps`` grid (327,680 pixels), and (``--quick`` and the default
 run) a synthetic store on the ``demo`` grid (16,384 pixels).
 
@@ -102,13 +103,18 @@ def measured(batches) -> Pass:
 
 
 def ray_batches(store, shuffle_buffer: int | None = None):
-    """The store through Ray Data as torch batches; ``shuffle_buffer``: a local shuffle
-    buffer of that many rows, as training uses."""
+    """The store through Ray Data as torch batches, as training reads it: the mask travels
+    bit-packed and each batch unpacks it (:func:`specray.train.loop.unpack_mask`), so
+    both paths deliver the same float16 flux and uint8 mask; ``shuffle_buffer``: a local
+    shuffle buffer of that many rows, as training uses."""
     from specray.data.reader import read_store
+    from specray.train.loop import unpack_mask
 
-    return read_store(store, COLUMNS).iter_torch_batches(
+    batches = read_store(store, COLUMNS, packed_mask=True).iter_torch_batches(
         batch_size=BATCH, local_shuffle_buffer_size=shuffle_buffer
     )
+    for batch in batches:
+        yield {"flux": batch["flux"], "mask": unpack_mask(batch["mask"], store.grid.length)}
 
 
 def plain_batches(store):

@@ -269,25 +269,43 @@ def decode_mask(column: pa.ChunkedArray | pa.Array, length: int) -> np.ndarray:
     return tensor_column_to_numpy(column)
 
 
-def as_tensor_columns(table: pa.Table, length: int) -> pa.Table:
+def as_tensor_columns(table: pa.Table, length: int, packed_mask: bool = False) -> pa.Table:
     """``table`` with format-2 ``flux``/``mask`` columns decoded to format 1's tensor
     columns (float16 / uint8 fixed_shape_tensor[L]), so that Ray Data hands every stage the
-    same (n, L) arrays from a store of either format; format-1 columns pass unchanged."""
-    for name, decode, dtype in (
-        ("flux", decode_flux, FLUX_DTYPE),
-        ("mask", decode_mask, MASK_DTYPE),
-    ):
-        if name not in table.column_names or not pa.types.is_fixed_size_binary(table[name].type):
-            continue
-        values = decode(table[name]) if name == "flux" else decode(table[name], length)
-        flat = np.ascontiguousarray(values, dtype=dtype)
-        arrow_dtype = pa.from_numpy_dtype(np.dtype(dtype))
-        flat = pa.Array.from_buffers(arrow_dtype, flat.size, [None, pa.py_buffer(flat)])
-        storage = pa.FixedSizeListArray.from_arrays(flat, length)
-        tensors = pa.ExtensionArray.from_storage(tensor_type(dtype, length), storage)
-        index = table.column_names.index(name)
-        table = table.set_column(index, pa.field(name, tensors.type), tensors)
+    same (n, L) arrays from a store of either format; format-1 columns pass unchanged.
+
+    ``packed_mask`` keeps the mask bit-packed as :func:`packed_mask_rows` gives it, an
+    (n, ceil(L / 8)) uint8 tensor column: a third fewer bytes per harps spectrum through
+    Ray's object store and to the GPU (unpack with :func:`specray.train.loop.unpack_mask`).
+    """
+    if "flux" in table.column_names and pa.types.is_fixed_size_binary(table["flux"].type):
+        table = _replace_column(table, "flux", decode_flux(table["flux"]), FLUX_DTYPE)
+    if "mask" in table.column_names:
+        mask = table["mask"]
+        if packed_mask:
+            table = _replace_column(table, "mask", packed_mask_rows(mask), MASK_DTYPE)
+        elif pa.types.is_fixed_size_binary(mask.type):
+            table = _replace_column(table, "mask", decode_mask(mask, length), MASK_DTYPE)
     return table
+
+
+def packed_mask_rows(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """The ``mask`` column of either store format as (n, ceil(L / 8)) uint8 rows of bits,
+    most significant first (``np.packbits`` order; format 2 stores exactly these bytes)."""
+    if pa.types.is_fixed_size_binary(column.type):
+        return _binary_rows(column, np.uint8, column.type.byte_width)
+    return np.packbits(tensor_column_to_numpy(column) != 0, axis=1)
+
+
+def _replace_column(table: pa.Table, name: str, values: np.ndarray, dtype) -> pa.Table:
+    """``table`` with column ``name`` replaced by the (n, w) ``values`` as a tensor column."""
+    flat = np.ascontiguousarray(values, dtype=dtype)
+    n, width = flat.shape
+    arrow_dtype = pa.from_numpy_dtype(np.dtype(dtype))
+    buffer = pa.Array.from_buffers(arrow_dtype, flat.size, [None, pa.py_buffer(flat)])
+    storage = pa.FixedSizeListArray.from_arrays(buffer, width)
+    tensors = pa.ExtensionArray.from_storage(tensor_type(dtype, width), storage)
+    return table.set_column(table.column_names.index(name), pa.field(name, tensors.type), tensors)
 
 
 def _table(columns: dict[str, object], schema: pa.Schema, tensors: dict) -> pa.Table:

@@ -65,7 +65,11 @@ def data_fingerprint(store: Store) -> str:
 
 
 def read_store(
-    store: Store, columns: list[str], shuffle: bool = False, seed: int | None = None
+    store: Store,
+    columns: list[str],
+    shuffle: bool = False,
+    seed: int | None = None,
+    packed_mask: bool = False,
 ) -> ray.data.Dataset:
     """The store's committed shards as a Ray Dataset of ``columns``.
 
@@ -76,7 +80,8 @@ def read_store(
 
     ``flux`` and ``mask`` arrive as (n, L) float16 / uint8 tensor columns whatever the
     store's format (:func:`specray.schema.as_tensor_columns`), so no later stage needs to
-    know it.
+    know it. With ``packed_mask`` the mask stays bit-packed, (n, ceil(L / 8)) uint8
+    (:func:`specray.schema.packed_mask_rows`), as the training datasets carry it.
     """
     shards = store.shard_uris()
     if not shards:
@@ -91,7 +96,7 @@ def read_store(
             batch_format="pyarrow",
             batch_size=None,
             zero_copy_batch=True,
-            fn_kwargs={"length": store.grid.length},
+            fn_kwargs={"length": store.grid.length, "packed_mask": packed_mask},
         )
     return dataset
 
@@ -148,8 +153,9 @@ def training_datasets(
     materialize_below_mb: float = 0,
     seed: int | None = None,
 ) -> tuple[ray.data.Dataset, ray.data.Dataset]:
-    """(train, validation) datasets of ``flux``, ``mask``, ``weight`` from the store, whose
-    spectra per object are ``counts`` (:func:`object_counts`, read once per run).
+    """(train, validation) datasets of ``flux``, ``mask`` (bit-packed: unpack each batch
+    with :func:`specray.train.loop.unpack_mask`), ``weight`` from the store, whose spectra
+    per object are ``counts`` (:func:`object_counts`, read once per run).
 
     Reproducible with a ``seed``: the training shards are shuffled by it and both
     datasets keep their blocks in read order (``preserve_order``), so the same seed
@@ -162,7 +168,8 @@ def training_datasets(
     table = ObjectTable.of(counts, val_fraction, balance)
     datasets = []
     for validation, shuffle in ((False, True), (True, False)):
-        split = read_store(store, TRAIN_COLUMNS, shuffle=shuffle, seed=seed).map_batches(
+        columns = read_store(store, TRAIN_COLUMNS, shuffle, seed, packed_mask=True)
+        split = columns.map_batches(
             _split_and_weigh,
             batch_format="pyarrow",
             fn_kwargs={"table": table, "validation": validation},

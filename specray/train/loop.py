@@ -82,7 +82,19 @@ def _batches(shard, batch_size: int, device, shuffle_buffer: int, seed: int):
         device=device,
     ):
         flux = batch["flux"].float().unsqueeze(1)
-        yield flux, batch["mask"].unsqueeze(1), batch["weight"]
+        yield flux, unpack_mask(batch["mask"], flux.shape[-1]).unsqueeze(1), batch["weight"]
+
+
+MASK_BITS = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8)
+"""The bit of each of a packed byte's 8 pixels, most significant first (np.packbits)."""
+
+
+def unpack_mask(packed: torch.Tensor, length: int) -> torch.Tensor:
+    """A bit-packed mask batch, (n, ceil(L / 8)) uint8 (:func:`specray.schema.packed_mask_rows`),
+    as (n, ``length``) uint8 0/1 on the batch's own device: the training datasets carry the
+    mask packed and it is unpacked where it is used, on the GPU when there is one."""
+    bits = packed.unsqueeze(-1).bitwise_and(MASK_BITS.to(packed.device)).ne(0)
+    return bits.flatten(-2)[..., :length].to(torch.uint8)
 
 
 def _maybe_crash(config: Config, run_uri: str, epoch: int, step_in_epoch: int) -> None:
@@ -175,10 +187,11 @@ def _validate(model, shard, config: Config, state, device) -> dict:
     w = kl_weight(state.step, config.loss.warmup_start, config.loss.warmup_end, config.loss.beta)
     for batch in shard.iter_torch_batches(batch_size=config.train.batch_size, device=device):
         flux = batch["flux"].float().unsqueeze(1)
+        mask = unpack_mask(batch["mask"], flux.shape[-1]).unsqueeze(1)
         with _autocast(device, config.train.bf16):
             recon, mu, logvar = model(flux)
         terms = vae_loss(
-            recon.float(), flux, batch["mask"].unsqueeze(1), mu.float(), logvar.float(), w,
+            recon.float(), flux, mask, mu.float(), logvar.float(), w,
             config.loss.normalisation,
         )  # fmt: skip
         n = flux.shape[0]

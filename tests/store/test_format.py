@@ -10,11 +10,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from specray import schema, storage
 from specray.data.reader import object_counts, read_store, training_datasets
 from specray.data.store import STORE_FILE, open_or_create_store, open_store
 from specray.spectra.grid import named_grid
+from specray.train.loop import unpack_mask
 from tests.helpers import TOY_GRID, plain_rows, write_toy_store
 
 pytestmark = pytest.mark.usefixtures("ray_session")
@@ -92,6 +94,30 @@ def test_training_reader_gives_the_same_objects_for_both_formats(both_formats):
         ]
     assert sides[1] == sides[2]
     assert len(sides[2][0]) + len(sides[2][1]) == 60 and len(sides[2][1]) > 0
+
+
+def test_the_training_mask_travels_packed_and_unpacks_to_the_stored_mask(both_formats):
+    for uri in both_formats.values():
+        store = open_store(uri)
+        train, val = training_datasets(store, object_counts(store), 0.3, balance=True)
+        for split in (train, val):
+            for batch in split.iter_torch_batches(batch_size=16):
+                n = len(batch["flux"])
+                assert batch["mask"].shape == (n, (store.grid.length + 7) // 8)
+                unpacked = unpack_mask(batch["mask"], store.grid.length)
+                expected = torch.from_numpy(np.tile(store.grid.mask.astype(np.uint8), (n, 1)))
+                assert torch.equal(unpacked, expected)
+
+
+@pytest.mark.parametrize("length", [1, 7, 8, 13, 1021])
+def test_unpack_mask_is_numpys_unpackbits(length):
+    rng = np.random.default_rng(length)
+    mask = (rng.random((5, length)) < 0.3).astype(np.uint8)
+    packed = schema.packed_mask_rows(schema.encode_mask(mask, version=1))
+    assert np.array_equal(packed, np.packbits(mask, axis=1))
+    unpacked = unpack_mask(torch.from_numpy(packed), length)
+    assert unpacked.dtype == torch.uint8 and np.array_equal(unpacked.numpy(), mask)
+    assert np.array_equal(schema.packed_mask_rows(schema.encode_mask(mask, version=2)), packed)
 
 
 def test_analysis_reader_gives_the_same_rows_for_both_formats(both_formats):
