@@ -5,9 +5,9 @@ Ray path: ``specray.data.reader.read_store(store, ["flux", "mask"], packed_mask=
 .iter_torch_batches(batch_size=32)``, the mask unpacked per batch as training does.
 Baseline, same run, same shards: ``pq.read_table`` one shard at a time +
 ``specray.schema.decode_flux``/``decode_mask``, then ``torch.from_numpy`` on 32-row
-slices. Stores: one built by ingesting copies of the two
-real HARPS files at the ``harps`` grid (327,680 pixels), and (``--quick`` and the default
-run) a synthetic store on the ``demo`` grid (16,384 pixels).
+slices. Stores: one built by ingesting copies of the two real HARPS files at the
+``harps`` grid (327,680 pixels), and (``--quick`` and the default run) a synthetic store
+on the ``demo`` grid (16,384 pixels).
 
 A Ray pass reports two rates: over the whole pass, and in steady state (the spectra after
 the first batch over the time after it), with the time to the first batch separately

@@ -299,12 +299,7 @@ def packed_mask_rows(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
 
 def _replace_column(table: pa.Table, name: str, values: np.ndarray, dtype) -> pa.Table:
     """``table`` with column ``name`` replaced by the (n, w) ``values`` as a tensor column."""
-    flat = np.ascontiguousarray(values, dtype=dtype)
-    n, width = flat.shape
-    arrow_dtype = pa.from_numpy_dtype(np.dtype(dtype))
-    buffer = pa.Array.from_buffers(arrow_dtype, flat.size, [None, pa.py_buffer(flat)])
-    storage = pa.FixedSizeListArray.from_arrays(buffer, width)
-    tensors = pa.ExtensionArray.from_storage(tensor_type(dtype, width), storage)
+    tensors = tensor_array(values, dtype)
     return table.set_column(table.column_names.index(name), pa.field(name, tensors.type), tensors)
 
 
